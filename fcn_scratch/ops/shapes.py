@@ -1,0 +1,89 @@
+"""Argument checking and output-size arithmetic shared by the ops.
+
+Every check raises ValueError or TypeError whose message names the op, the argument,
+what was expected and what came, e.g. ``conv2d: stride must be positive, got (0, 1)``.
+"""
+
+import numpy as np
+
+
+def pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
+    """Normalise an int or a pair of ints to ``(h, w)`` and check ``>= minimum``."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    value = (int(value[0]), int(value[1]))
+    if min(value) < minimum:
+        if minimum == 1:
+            raise ValueError(f"{op}: {name} must be positive, got {value}")
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_float(op: str, name: str, a) -> None:
+    """Inputs must be float32 or float64: no silent casting of ints or halves."""
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {a.dtype}")
+
+
+def check_ndim(op: str, name: str, a, ndim: int, layout: str) -> None:
+    if a.ndim != ndim:
+        raise ValueError(
+            f"{op}: {name} must be {ndim}-D {layout}, got {a.ndim}-D shape {tuple(a.shape)}"
+        )
+
+
+def check_same_dtype(op: str, **arrays) -> None:
+    """All named arrays (None skipped) share one float dtype."""
+    items = [(name, a) for name, a in arrays.items() if a is not None]
+    for name, a in items:
+        check_float(op, name, a)
+    first_name, first = items[0]
+    for name, a in items[1:]:
+        if a.dtype != first.dtype:
+            raise TypeError(
+                f"{op}: mixed dtypes: {first_name} is {first.dtype} but {name} is {a.dtype}"
+            )
+
+
+def conv_out_size(op, in_size, kernel_size, stride, padding, dilation, ceil_mode=False):
+    """Output size of a sliding window, per axis:
+
+        OH = floor_or_ceil((H + 2*PH - DH*(KH-1) - 1) / SH) + 1
+
+    With ``ceil_mode`` (pooling only), PyTorch's rule: a window may not start in the
+    bottom/right padding, so the last one is dropped if ``(OH-1)*SH >= H + PH``.
+    Raises ValueError if the result is empty.
+    """
+    out = []
+    for H, K, S, P, D in zip(in_size, kernel_size, stride, padding, dilation):
+        span = H + 2 * P - D * (K - 1) - 1
+        o = (-(-span // S) if ceil_mode else span // S) + 1
+        if ceil_mode and (o - 1) * S >= H + P:
+            o -= 1
+        out.append(o)
+    if min(out) < 1:
+        raise ValueError(
+            f"{op}: output would be empty: input size {tuple(in_size)} with kernel_size "
+            f"{tuple(kernel_size)}, stride {tuple(stride)}, padding {tuple(padding)}, "
+            f"dilation {tuple(dilation)} gives output size {tuple(out)}"
+        )
+    return tuple(out)
+
+
+def conv_transpose_out_size(in_size, kernel_size, stride, padding, dilation, output_padding):
+    """Output size of a transposed convolution, per axis (the inverse of conv_out_size):
+
+        H_out = (H - 1)*SH - 2*PH + DH*(KH-1) + OPH + 1
+    """
+    return tuple(
+        (H - 1) * S - 2 * P + D * (K - 1) + OP + 1
+        for H, K, S, P, D, OP in zip(
+            in_size, kernel_size, stride, padding, dilation, output_padding
+        )
+    )
