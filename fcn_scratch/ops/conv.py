@@ -1,0 +1,129 @@
+"""Convolution and transposed convolution as stateless forward/backward pairs.
+
+    conv2d            y = W @ im2col(x)          (one GEMM per image)
+    conv_transpose2d  y = col2im(W^T @ x)        (the adjoint of conv2d: no zero insertion)
+
+Shapes, in PyTorch's conventions:
+
+    conv2d:           x (N, C_in, H, W), w (C_out, C_in, KH, KW), b (C_out,) -> y (N, C_out, OH, OW)
+                      OH = (H + 2*PH - DH*(KH-1) - 1) // SH + 1
+    conv_transpose2d: x (N, C_in, H, W), w (C_in, C_out, KH, KW), b (C_out,) -> y (N, C_out, OH, OW)
+                      OH = (H - 1)*SH - 2*PH + DH*(KH-1) + OPH + 1
+
+The two are each other's gradients: conv_transpose2d's forward is conv2d's backward
+with respect to its input, and the other way round. The ``ctx`` returned by a forward
+holds what its backward needs; treat it as opaque.
+"""
+
+from typing import NamedTuple
+
+from fcn_scratch import kernels
+from fcn_scratch.device import same_device
+from fcn_scratch.ops.shapes import (
+    check_ndim,
+    check_same_dtype,
+    conv_out_size,
+    conv_transpose_out_size,
+    pair,
+)
+
+
+class ConvCtx(NamedTuple):
+    col: object  # conv2d: im2col(x) (N, C_in*KH*KW, OH*OW); conv_transpose2d: x (N, C_in, H*W)
+    w: object  # the weight, as given
+    has_bias: bool
+    in_size: tuple  # (H, W) of the input x
+    grid: tuple  # (OH, OW) of the im2col grid
+    geometry: tuple  # (kernel_size, stride, padding, dilation) as (h, w) pairs
+
+
+def _check(op, x, w, b, in_channels_axis, out_channels_axis):
+    same_device(op, x=x, w=w, b=b)
+    check_ndim(op, "x", x, 4, "(N, C, H, W)")
+    check_ndim(op, "w", w, 4, "(C_out, C_in, KH, KW)" if op == "conv2d" else "(C_in, C_out, KH, KW)")
+    check_same_dtype(op, x=x, w=w, b=b)
+    if x.shape[1] != w.shape[in_channels_axis]:
+        raise ValueError(
+            f"{op}: channel mismatch: x has {x.shape[1]} channels (shape {tuple(x.shape)}) but "
+            f"w expects {w.shape[in_channels_axis]} (shape {tuple(w.shape)})"
+        )
+    if min(w.shape[2:]) < 1:
+        raise ValueError(f"{op}: kernel size must be positive, got w shape {tuple(w.shape)}")
+    if b is not None and (b.ndim != 1 or b.shape[0] != w.shape[out_channels_axis]):
+        raise ValueError(
+            f"{op}: b must have shape ({w.shape[out_channels_axis]},), got {tuple(b.shape)}"
+        )
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1):
+    """y = w * x + b. Returns (y, ctx); y: (N, C_out, OH, OW)."""
+    op = "conv2d"
+    _check(op, x, w, b, in_channels_axis=1, out_channels_axis=0)
+    stride = pair(op, "stride", stride, 1)
+    padding = pair(op, "padding", padding, 0)
+    dilation = pair(op, "dilation", dilation, 1)
+    N, C_in, H, W = x.shape
+    C_out = w.shape[0]
+    kernel = (w.shape[2], w.shape[3])
+    OH, OW = conv_out_size(op, (H, W), kernel, stride, padding, dilation)
+    k = kernels.for_array(x)
+    col = k.im2col(x, kernel, stride, padding, dilation, (OH, OW))  # (N, C_in*KH*KW, OH*OW)
+    y = w.reshape(C_out, -1) @ col  # (N, C_out, OH*OW)
+    if b is not None:
+        y += b.reshape(1, C_out, 1)
+    ctx = ConvCtx(col, w, b is not None, (H, W), (OH, OW), (kernel, stride, padding, dilation))
+    return y.reshape(N, C_out, OH, OW), ctx
+
+
+def conv2d_backward(dy, ctx):
+    """dy: (N, C_out, OH, OW) -> (dx (N, C_in, H, W), dw like w, db (C_out,) or None)."""
+    N, C_out = dy.shape[:2]
+    dy = dy.reshape(N, C_out, -1)  # (N, C_out, OH*OW)
+    w2 = ctx.w.reshape(C_out, -1)  # (C_out, C_in*KH*KW)
+    dw = (dy @ ctx.col.transpose(0, 2, 1)).sum(axis=0)  # (C_out, C_in*KH*KW)
+    dcol = w2.T @ dy  # (N, C_in*KH*KW, OH*OW)
+    dx = kernels.for_array(dy).col2im(dcol, ctx.in_size, *ctx.geometry, ctx.grid)
+    db = dy.sum(axis=(0, 2)) if ctx.has_bias else None
+    return dx, dw.reshape(ctx.w.shape), db
+
+
+def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):
+    """The adjoint of conv2d, plus bias. Returns (y, ctx); y: (N, C_out, OH, OW)."""
+    op = "conv_transpose2d"
+    _check(op, x, w, b, in_channels_axis=0, out_channels_axis=1)
+    stride = pair(op, "stride", stride, 1)
+    padding = pair(op, "padding", padding, 0)
+    dilation = pair(op, "dilation", dilation, 1)
+    output_padding = pair(op, "output_padding", output_padding, 0)
+    if any(op_ >= max(s, d) for op_, s, d in zip(output_padding, stride, dilation)):
+        raise ValueError(
+            f"{op}: output_padding must be smaller than either stride or dilation, got "
+            f"output_padding {output_padding}, stride {stride}, dilation {dilation}"
+        )
+    N, C_in, H, W = x.shape
+    C_out = w.shape[1]
+    kernel = (w.shape[2], w.shape[3])
+    out = conv_transpose_out_size((H, W), kernel, stride, padding, dilation, output_padding)
+    if min(out) < 1:
+        raise ValueError(
+            f"{op}: output would be empty: input size {(H, W)} with kernel_size {kernel}, "
+            f"stride {stride}, padding {padding}, dilation {dilation} gives output size {out}"
+        )
+    x2 = x.reshape(N, C_in, H * W)
+    col = w.reshape(C_in, -1).T @ x2  # (N, C_out*KH*KW, H*W)
+    geometry = (kernel, stride, padding, dilation)
+    y = kernels.for_array(x).col2im(col, out, *geometry, (H, W))  # (N, C_out, OH, OW)
+    if b is not None:
+        y += b.reshape(1, C_out, 1, 1)
+    return y, ConvCtx(x2, w, b is not None, (H, W), (H, W), geometry)
+
+
+def conv_transpose2d_backward(dy, ctx):
+    """dy: (N, C_out, OH, OW) -> (dx (N, C_in, H, W), dw like w, db (C_out,) or None)."""
+    N = dy.shape[0]
+    C_in = ctx.w.shape[0]
+    dcol = kernels.for_array(dy).im2col(dy, *ctx.geometry, ctx.grid)  # (N, C_out*KH*KW, H*W)
+    dx = ctx.w.reshape(C_in, -1) @ dcol  # (N, C_in, H*W)
+    dw = (ctx.col @ dcol.transpose(0, 2, 1)).sum(axis=0)  # (C_in, C_out*KH*KW)
+    db = dy.sum(axis=(0, 2, 3)) if ctx.has_bias else None
+    return dx.reshape(N, C_in, *ctx.in_size), dw.reshape(ctx.w.shape), db

@@ -1,0 +1,93 @@
+"""Pixel-wise softmax cross-entropy, as in FCN: one classification per pixel.
+
+    logits (N, K, H, W) float, target (N, H, W) int in [0, K) or ignore_index,
+    weight (K,) or None  ->  loss: scalar ('mean', 'sum') or (N, H, W) ('none')
+
+Per pixel: l = -weight[t] * log softmax(logits)[t]; ignored pixels contribute 0.
+'mean' divides by the summed weights of the non-ignored pixels (PyTorch's rule), so
+it is nan when every pixel is ignored, as in PyTorch.
+The gradient with respect to the logits is weight[t] * (softmax - onehot(t)), scaled.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from fcn_scratch.device import array_module, device_of, same_device
+from fcn_scratch.ops.shapes import check_float, check_ndim
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class LossCtx(NamedTuple):
+    prob: object  # softmax(logits), (N, K, H, W)
+    target: object  # (N, H, W) int64, ignored pixels replaced by 0
+    pixel_weight: object  # (N, H, W): weight[t] where valid, 0 where ignored
+    reduction: str
+    total_weight: object  # scalar array: sum of pixel_weight ('mean' divides by it)
+
+
+def _check(logits, target, weight, ignore_index, reduction):
+    op = "cross_entropy"
+    same_device(op, logits=logits, target=target, weight=weight)
+    check_ndim(op, "logits", logits, 4, "(N, K, H, W)")
+    check_float(op, "logits", logits)
+    N, K, H, W = logits.shape
+    if tuple(target.shape) != (N, H, W):
+        raise ValueError(
+            f"{op}: target must have shape (N, H, W) = {(N, H, W)} to match logits "
+            f"{tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
+    if not np.issubdtype(target.dtype, np.integer):
+        raise TypeError(f"{op}: target must be an integer array, got dtype {target.dtype}")
+    if weight is not None:
+        if tuple(weight.shape) != (K,):
+            raise ValueError(f"{op}: weight must have shape ({K},), got {tuple(weight.shape)}")
+        if weight.dtype != logits.dtype:
+            raise TypeError(
+                f"{op}: mixed dtypes: logits is {logits.dtype} but weight is {weight.dtype}"
+            )
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    # Checked on the host only: on CUDA the check would cost a device-to-host sync.
+    if device_of(target) == "cpu":
+        bad = (target != ignore_index) & ((target < 0) | (target >= K))
+        if bad.any():
+            raise ValueError(
+                f"{op}: target values must be in [0, {K}) or ignore_index={ignore_index}, "
+                f"got {sorted(set(target[bad].tolist()))[:5]}"
+            )
+
+
+def cross_entropy_forward(logits, target, weight=None, ignore_index=255, reduction="mean"):
+    """Returns (loss, ctx)."""
+    _check(logits, target, weight, ignore_index, reduction)
+    xp = array_module(logits)
+    z = logits - logits.max(axis=1, keepdims=True)  # (N, K, H, W), stable
+    lse = xp.log(xp.exp(z).sum(axis=1, keepdims=True))  # (N, 1, H, W)
+    logp = z - lse  # (N, K, H, W) log-softmax
+    valid = target != ignore_index  # (N, H, W)
+    t = xp.where(valid, target, 0).astype(np.int64)  # (N, H, W)
+    picked = xp.take_along_axis(logp, t[:, None], axis=1)[:, 0]  # (N, H, W)
+    w = valid.astype(logits.dtype) if weight is None else weight[t] * valid
+    losses = -picked * w  # (N, H, W)
+    total = w.sum()
+    if reduction == "none":
+        loss = losses
+    elif reduction == "sum":
+        loss = losses.sum()
+    else:
+        loss = losses.sum() / total
+    return loss, LossCtx(xp.exp(logp), t, w, reduction, total)
+
+
+def cross_entropy_backward(dloss, ctx):
+    """dloss: scalar, or (N, H, W) for reduction='none' -> dlogits: (N, K, H, W)."""
+    xp = array_module(ctx.prob)
+    scale = ctx.pixel_weight * dloss  # (N, H, W)
+    if ctx.reduction == "mean":
+        scale = scale / ctx.total_weight
+    K = ctx.prob.shape[1]
+    onehot = xp.arange(K)[None, :, None, None] == ctx.target[:, None]  # (N, K, H, W)
+    dlogits = (ctx.prob - onehot) * scale[:, None]  # (N, K, H, W)
+    return dlogits.astype(ctx.prob.dtype, copy=False)
