@@ -1,0 +1,197 @@
+"""CPU kernels: the reference loops compiled with Numba, run in parallel over planes.
+
+Same functions, signatures and conventions as ``fcn_scratch.kernels.reference`` (read its
+docstring first). Each public function is a thin Python wrapper that makes its inputs
+contiguous, allocates the output and calls a ``@njit(parallel=True, cache=True)`` loop
+function (call ``_im2col.py_func(...)`` to step through one in a debugger).
+
+Parallelism and determinism: every ``prange`` runs over disjoint ``(n, c)`` planes, so no
+two iterations write the same element, and within a plane the order of the sums is fixed.
+col2im adds the taps in the reference's order (row-major over ``(i, j)``), so its results
+equal the reference bit for bit; the max-pool backward and the unpool forward are scatter-adds
+in raster order of the pooled map. Nothing is compiled at import: Numba compiles a loop on its
+first call for each dtype and caches the machine code on disk (``cache=True``), so later
+processes load it instead of compiling again.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True)
+def _valid_range(offset, stride, size, out):
+    """Outputs ``o`` in ``[0, out)`` whose tap ``o*stride + offset`` lands in ``[0, size)``.
+
+    Returns ``(lo, hi)``: taps below ``lo`` and from ``hi`` on fall into the padding.
+    """
+    lo = max(0, (-offset + stride - 1) // stride)
+    hi = min(out, (size - offset + stride - 1) // stride)
+    return lo, max(lo, hi)
+
+
+@njit(parallel=True, cache=True)
+def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
+    """x: (N, C, H, W) -> col: (N, C*KH*KW, OH*OW), written in place (every element)."""
+    N, C, H, W = x.shape
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        plane = x[n, c]  # (H, W)
+        for i in range(KH):
+            for j in range(KW):
+                out = col[n, (c * KH + i) * KW + j]  # (OH*OW,)
+                off_w = j * DW - PW
+                lo, hi = _valid_range(off_w, SW, W, OW)
+                for oy in range(OH):
+                    h = oy * SH - PH + i * DH
+                    base = oy * OW
+                    if h < 0 or h >= H:
+                        out[base : base + OW] = 0
+                        continue
+                    out[base : base + lo] = 0
+                    for ox in range(lo, hi):
+                        out[base + ox] = plane[h, ox * SW + off_w]
+                    out[base + hi : base + OW] = 0
+
+
+@njit(parallel=True, cache=True)
+def _col2im(col, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, x):
+    """col: (N, C*KH*KW, OH*OW) -> x: (N, C, H, W), summed in place into a zeroed x."""
+    N, C, H, W = x.shape
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        plane = x[n, c]  # (H, W)
+        plane[:, :] = 0
+        for i in range(KH):
+            for j in range(KW):
+                src = col[n, (c * KH + i) * KW + j]  # (OH*OW,)
+                off_w = j * DW - PW
+                lo, hi = _valid_range(off_w, SW, W, OW)
+                for oy in range(OH):
+                    h = oy * SH - PH + i * DH
+                    if h < 0 or h >= H:
+                        continue
+                    base = oy * OW
+                    for ox in range(lo, hi):
+                        plane[h, ox * SW + off_w] += src[base + ox]
+
+
+@njit(parallel=True, cache=True)
+def _maxpool2d_forward(x, KH, KW, SH, SW, PH, PW, DH, DW, y, idx):
+    """x: (N, C, H, W) -> y, idx: (N, C, OH, OW); first maximum in tap order wins."""
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        plane = x[n, c]  # (H, W)
+        for oy in range(OH):
+            for ox in range(OW):
+                best = plane[0, 0]
+                best_idx = -1
+                for i in range(KH):
+                    h = oy * SH - PH + i * DH
+                    if h < 0 or h >= H:
+                        continue
+                    for j in range(KW):
+                        w = ox * SW - PW + j * DW
+                        if 0 <= w < W and (best_idx < 0 or plane[h, w] > best):
+                            best = plane[h, w]
+                            best_idx = h * W + w
+                y[n, c, oy, ox] = best if best_idx >= 0 else -np.inf
+                idx[n, c, oy, ox] = best_idx
+
+
+@njit(parallel=True, cache=True)
+def _scatter_add(src, idx, out):
+    """out[p, idx[p, k]] += src[p, k] in order of k, into a zeroed out.
+
+    src, idx: (P, L) -> out: (P, M), one plane p per row.
+    """
+    for p in prange(src.shape[0]):
+        row = out[p]  # (M,)
+        row[:] = 0
+        for k in range(src.shape[1]):
+            row[idx[p, k]] += src[p, k]
+
+
+@njit(parallel=True, cache=True)
+def _gather(src, idx, out):
+    """out[p, k] = src[p, idx[p, k]].  src: (P, M), idx: (P, L) -> out: (P, L)."""
+    for p in prange(idx.shape[0]):
+        for k in range(idx.shape[1]):
+            out[p, k] = src[p, idx[p, k]]
+
+
+def im2col(x, kernel_size, stride, padding, dilation, out_size):
+    """Unfold sliding windows into columns.
+
+    x: (N, C, H, W) -> col: (N, C*KH*KW, OH*OW)
+    """
+    x = np.ascontiguousarray(x)
+    N, C = x.shape[:2]
+    KH, KW = kernel_size
+    OH, OW = out_size
+    col = np.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
+    _im2col(x, KH, KW, *stride, *padding, *dilation, OH, OW, col)
+    return col
+
+
+def col2im(col, in_size, kernel_size, stride, padding, dilation, out_size):
+    """Fold columns back into an image, summing overlapping taps: the adjoint of im2col.
+
+    col: (N, C*KH*KW, OH*OW) -> x: (N, C, H, W), with (H, W) = in_size
+    """
+    col = np.ascontiguousarray(col)
+    KH, KW = kernel_size
+    N, C = col.shape[0], col.shape[1] // (KH * KW)
+    x = np.empty((N, C, *in_size), dtype=col.dtype)
+    _col2im(col, KH, KW, *stride, *padding, *dilation, *out_size, x)
+    return x
+
+
+def maxpool2d_forward(x, kernel_size, stride, padding, dilation, out_size):
+    """Max over each window, recording where the maximum was.
+
+    x: (N, C, H, W) -> y: (N, C, OH, OW), idx: (N, C, OH, OW) int64, flat into H*W
+    """
+    x = np.ascontiguousarray(x)
+    shape = (*x.shape[:2], *out_size)
+    y = np.empty(shape, dtype=x.dtype)
+    idx = np.empty(shape, dtype=np.int64)
+    _maxpool2d_forward(x, *kernel_size, *stride, *padding, *dilation, y, idx)
+    return y, idx
+
+
+def maxunpool2d_forward(x, idx, out_size):
+    """Scatter-add each value to its recorded position in a zero plane.
+
+    x: (N, C, OH, OW), idx: same shape, flat into H*W -> y: (N, C, H, W), (H, W) = out_size
+    """
+    N, C, OH, OW = x.shape
+    H, W = out_size
+    src = np.ascontiguousarray(x).reshape(N * C, OH * OW)
+    flat_idx = np.ascontiguousarray(idx, dtype=np.int64).reshape(N * C, OH * OW)
+    y = np.empty((N * C, H * W), dtype=x.dtype)
+    _scatter_add(src, flat_idx, y)
+    return y.reshape(N, C, H, W)
+
+
+def maxunpool2d_backward(dy, idx):
+    """Gather the gradient at each recorded position: the adjoint of the scatter-add.
+
+    dy: (N, C, H, W), idx: (N, C, OH, OW) -> dx: (N, C, OH, OW)
+    """
+    N, C, H, W = dy.shape
+    src = np.ascontiguousarray(dy).reshape(N * C, H * W)
+    flat_idx = np.ascontiguousarray(idx, dtype=np.int64).reshape(N * C, -1)
+    dx = np.empty(flat_idx.shape, dtype=dy.dtype)
+    _gather(src, flat_idx, dx)
+    return dx.reshape(idx.shape)
+
+
+def maxpool2d_backward(dy, idx, in_size):
+    """Route each output gradient to the input that won its window.
+
+    The gradient of max pooling is the same scatter-add as unpooling:
+    dy: (N, C, OH, OW), idx: same shape -> dx: (N, C, H, W), (H, W) = in_size
+    """
+    return maxunpool2d_forward(dy, idx, in_size)

@@ -1,0 +1,351 @@
+"""The Numba kernels (fcn_scratch.kernels.cpu) against the reference loops.
+
+Copying kernels (im2col, max-pool forward, the unpool gather) must agree exactly; summing
+kernels (col2im, the scatter-adds) within per-dtype tolerances. Also: adjoint identities,
+bitwise determinism across calls and thread counts, non-contiguous inputs, and Numba's
+on-disk cache (importing compiles nothing; a second process compiles nothing either).
+"""
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from fcn_scratch.kernels import cpu
+from fcn_scratch.kernels import reference as ref
+from fcn_scratch.ops.shapes import conv_out_size
+
+DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
+TOL = {np.float32: dict(rtol=1e-6, atol=1e-6), np.float64: dict(rtol=1e-13, atol=1e-13)}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shuffled_linspace(shape, dtype, seed=0):
+    """Distinct values in random order: max pooling has no ties, so argmax is unambiguous."""
+    size = int(np.prod(shape))
+    values = np.linspace(-1.0, 1.0, size, dtype=dtype)
+    return np.random.default_rng(seed).permutation(values).reshape(shape)
+
+
+def randn(shape, dtype, seed=1):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def conv_case(k, s, p, d, n=2, c=3, size=(9, 11)):
+    """(kernel, stride, padding, dilation, x shape, out_size), all pairs, or None if empty."""
+    k, s, p, d = (v if isinstance(v, tuple) else (v, v) for v in (k, s, p, d))
+    try:
+        out = conv_out_size("test", size, k, s, p, d)
+    except ValueError:
+        return None
+    return k, s, p, d, (n, c, *size), out
+
+
+def conv_id(k, s, p, d, shape, out):
+    pairs = "-".join(
+        f"{name}{a}" if a == b else f"{name}{a}x{b}" for name, (a, b) in zip("kspd", (k, s, p, d))
+    )
+    return f"{pairs}-n{shape[0]}c{shape[1]}-{shape[2]}x{shape[3]}"
+
+
+def conv_grid():
+    cases = [
+        conv_case(k, s, p, d)
+        for k, s, p, d in itertools.product(range(1, 6), range(1, 4), range(3), range(1, 3))
+    ]
+    cases += [
+        conv_case(3, 1, 1, 1, n=1, c=1, size=(5, 5)),
+        conv_case((3, 1), (1, 2), (1, 0), (2, 1), n=1, c=2, size=(8, 7)),
+        conv_case((2, 5), (3, 1), (0, 2), (1, 2), n=3, c=1, size=(13, 6)),
+        conv_case(4, 2, 1, 1, n=1, c=4, size=(1, 3)),
+    ]
+    return [pytest.param(*case, id=conv_id(*case)) for case in cases if case is not None]
+
+
+def pool_grid():
+    params = []
+    for k, s, d, ceil_mode in itertools.product(range(1, 6), range(1, 4), (1, 2), (False, True)):
+        for p in range(min(2, k // 2) + 1):  # PyTorch: padding at most half the kernel
+            case = conv_case(k, s, p, d, size=(9, 7))
+            if case is None:
+                continue
+            k2, s2, p2, d2, shape, _ = case
+            out = conv_out_size("test", shape[2:], k2, s2, p2, d2, ceil_mode)
+            case_id = conv_id(*case) + ("-ceil" if ceil_mode else "")
+            params.append(pytest.param(k2, s2, p2, d2, shape, out, id=case_id))
+    params.append(pytest.param((3, 2), (2, 1), (1, 0), (1, 2), (1, 2, 6, 9), (3, 7), id="asym-n1"))
+    return params
+
+
+CONV = conv_grid()
+POOL = pool_grid()
+
+
+# ---- im2col / col2im ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
+def test_im2col_matches_reference(k, s, p, d, shape, out, dtype):
+    x = randn(shape, dtype)
+    col = cpu.im2col(x, k, s, p, d, out)  # (N, C*KH*KW, OH*OW)
+    assert col.dtype == dtype
+    np.testing.assert_array_equal(col, ref.im2col(x, k, s, p, d, out))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
+def test_col2im_matches_reference(k, s, p, d, shape, out, dtype):
+    n, c, h, w = shape
+    col = randn((n, c * k[0] * k[1], out[0] * out[1]), dtype)
+    x = cpu.col2im(col, (h, w), k, s, p, d, out)  # (N, C, H, W)
+    assert x.dtype == dtype
+    np.testing.assert_allclose(x, ref.col2im(col, (h, w), k, s, p, d, out), **TOL[dtype])
+
+
+@pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
+def test_im2col_col2im_adjoint(k, s, p, d, shape, out):
+    """<im2col(x), y> = <x, col2im(y)> in float64."""
+    n, c, h, w = shape
+    x = randn(shape, np.float64, seed=2)
+    y = randn((n, c * k[0] * k[1], out[0] * out[1]), np.float64, seed=3)
+    lhs = np.vdot(cpu.im2col(x, k, s, p, d, out), y)
+    rhs = np.vdot(x, cpu.col2im(y, (h, w), k, s, p, d, out))
+    scale = np.linalg.norm(x) * np.linalg.norm(y)
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12 * scale)
+
+
+# ---- max pooling and unpooling -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
+def test_maxpool2d_forward_matches_reference(k, s, p, d, shape, out, dtype):
+    x = shuffled_linspace(shape, dtype)
+    y, idx = cpu.maxpool2d_forward(x, k, s, p, d, out)  # (N, C, OH, OW) twice
+    y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
+    assert y.dtype == dtype and idx.dtype == np.int64
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxpool2d_ties_keep_first_maximum(dtype):
+    """Everywhere else inputs are tie-free; here ties are the point: first in tap order wins."""
+    x = np.random.default_rng(8).integers(0, 3, size=(2, 3, 9, 8)).astype(dtype)
+    out = conv_out_size("test", (9, 8), (3, 3), (2, 2), (1, 1), (1, 1), True)
+    y, idx = cpu.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1), (1, 1), out)
+    y_ref, idx_ref = ref.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1), (1, 1), out)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
+def test_maxpool2d_backward_matches_reference(k, s, p, d, shape, out, dtype):
+    _, idx = ref.maxpool2d_forward(shuffled_linspace(shape, dtype), k, s, p, d, out)
+    dy = randn(idx.shape, dtype)
+    dx = cpu.maxpool2d_backward(dy, idx, shape[2:])  # (N, C, H, W)
+    assert dx.dtype == dtype
+    np.testing.assert_allclose(dx, ref.maxpool2d_backward(dy, idx, shape[2:]), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
+def test_maxunpool2d_matches_reference(k, s, p, d, shape, out, dtype):
+    """Unpool with the indices max pooling recorded (overlapping windows share indices)."""
+    _, idx = ref.maxpool2d_forward(shuffled_linspace(shape, dtype), k, s, p, d, out)
+    x = randn(idx.shape, dtype)
+    y = cpu.maxunpool2d_forward(x, idx, shape[2:])  # (N, C, H, W)
+    np.testing.assert_allclose(y, ref.maxunpool2d_forward(x, idx, shape[2:]), **TOL[dtype])
+    dy = randn(shape, dtype, seed=4)
+    np.testing.assert_array_equal(
+        cpu.maxunpool2d_backward(dy, idx), ref.maxunpool2d_backward(dy, idx)
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxunpool2d_colliding_indices(dtype):
+    """Many pooled cells sent to a few positions: summed in raster order, like the reference."""
+    rng = np.random.default_rng(5)
+    idx = rng.integers(0, 6, size=(2, 3, 5, 4))
+    x = randn(idx.shape, dtype)
+    y = cpu.maxunpool2d_forward(x, idx, (2, 3))  # (2, 3, 2, 3)
+    np.testing.assert_allclose(y, ref.maxunpool2d_forward(x, idx, (2, 3)), **TOL[dtype])
+
+
+@pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
+def test_pool_scatter_unpool_gather_adjoint(k, s, p, d, shape, out):
+    """<scatter(x), y> = <x, gather(y)> in float64, with the indices max pooling records."""
+    _, idx = cpu.maxpool2d_forward(shuffled_linspace(shape, np.float64), k, s, p, d, out)
+    x = randn(idx.shape, np.float64, seed=6)
+    y = randn(shape, np.float64, seed=7)
+    lhs = np.vdot(cpu.maxunpool2d_forward(x, idx, shape[2:]), y)
+    rhs = np.vdot(x, cpu.maxunpool2d_backward(y, idx))
+    scale = np.linalg.norm(x) * np.linalg.norm(y)
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12 * scale)
+    # the max-pool backward is the same scatter
+    np.testing.assert_array_equal(
+        cpu.maxpool2d_backward(x, idx, shape[2:]), cpu.maxunpool2d_forward(x, idx, shape[2:])
+    )
+
+
+# ---- random configurations -----------------------------------------------------------------
+
+
+@st.composite
+def window_configs(draw, pool=False):
+    """Per-axis kernel, stride, padding, dilation and input size with a non-empty output."""
+    axes = []
+    for _ in range(2):
+        k = draw(st.integers(1, 5))
+        p = draw(st.integers(0, k // 2 if pool else 2))
+        axes.append(
+            (k, draw(st.integers(1, 3)), p, draw(st.integers(1, 2)), draw(st.integers(1, 12)))
+        )
+    k, s, p, d, size = (tuple(v) for v in zip(*axes))
+    ceil_mode = pool and draw(st.booleans())
+    try:
+        out = conv_out_size("test", size, k, s, p, d, ceil_mode)
+    except ValueError:
+        assume(False)
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), *size)
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return k, s, p, d, shape, out, dtype
+
+
+@settings(max_examples=40, deadline=None)
+@given(window_configs())
+def test_im2col_col2im_random_configs(config):
+    k, s, p, d, shape, out, dtype = config
+    x = randn(shape, dtype)
+    col = cpu.im2col(x, k, s, p, d, out)
+    np.testing.assert_array_equal(col, ref.im2col(x, k, s, p, d, out))
+    expected = ref.col2im(col, shape[2:], k, s, p, d, out)
+    np.testing.assert_allclose(cpu.col2im(col, shape[2:], k, s, p, d, out), expected, **TOL[dtype])
+
+
+@settings(max_examples=40, deadline=None)
+@given(window_configs(pool=True))
+def test_pooling_random_configs(config):
+    k, s, p, d, shape, out, dtype = config
+    x = shuffled_linspace(shape, dtype)
+    y, idx = cpu.maxpool2d_forward(x, k, s, p, d, out)
+    y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    dy = randn(y.shape, dtype)
+    expected = ref.maxpool2d_backward(dy, idx, shape[2:])
+    np.testing.assert_allclose(cpu.maxpool2d_backward(dy, idx, shape[2:]), expected, **TOL[dtype])
+    np.testing.assert_array_equal(
+        cpu.maxunpool2d_backward(x, idx), ref.maxunpool2d_backward(x, idx)
+    )
+
+
+# ---- layout, determinism, compilation ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_contiguous_inputs(dtype):
+    base = randn((3, 2, 9, 14), dtype)
+    x = base.transpose(1, 0, 2, 3)[:, :, :, ::2]  # (2, 3, 9, 7), strided
+    assert not x.flags.c_contiguous
+    window = ((3, 2), (2, 1), (1, 1), (1, 2))  # kernel, stride, padding, dilation
+    args = (*window, conv_out_size("test", (9, 7), *window))
+    col = cpu.im2col(x, *args)
+    np.testing.assert_array_equal(col, ref.im2col(x, *args))
+    col_t = np.ascontiguousarray(col.transpose(0, 2, 1)).transpose(0, 2, 1)  # F-ordered rows
+    np.testing.assert_allclose(
+        cpu.col2im(col_t, (9, 7), *args), ref.col2im(col, (9, 7), *args), **TOL[dtype]
+    )
+    xs = shuffled_linspace((3, 2, 9, 14), dtype).transpose(1, 0, 2, 3)[:, :, :, ::2]
+    y, idx = cpu.maxpool2d_forward(xs, (2, 2), (2, 2), (0, 0), (1, 1), (4, 3))
+    y_ref, idx_ref = ref.maxpool2d_forward(xs, (2, 2), (2, 2), (0, 0), (1, 1), (4, 3))
+    np.testing.assert_array_equal(idx, idx_ref)
+    dy, idx_t = y[:, :, ::-1], idx[:, :, ::-1]  # negative strides
+    expected = ref.maxunpool2d_forward(dy, idx_t, (9, 7))
+    np.testing.assert_allclose(cpu.maxunpool2d_forward(dy, idx_t, (9, 7)), expected, **TOL[dtype])
+    np.testing.assert_array_equal(
+        cpu.maxunpool2d_backward(x, idx_t), ref.maxunpool2d_backward(x, idx_t)
+    )
+
+
+def _run_all_kernels(dtype):
+    """Every kernel once on an input big enough to be split across threads."""
+    shape, k, s, p, d = (4, 8, 33, 31), (3, 3), (1, 2), (1, 1), (2, 1)
+    out = conv_out_size("test", shape[2:], k, s, p, d)
+    x = randn(shape, dtype)
+    col = cpu.im2col(x, k, s, p, d, out)
+    dx = cpu.col2im(randn(col.shape, dtype), shape[2:], k, s, p, d, out)
+    pool_out = conv_out_size("test", shape[2:], (3, 3), (2, 2), (1, 1), (1, 1), True)
+    y, idx = cpu.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1), (1, 1), pool_out)
+    dpool = cpu.maxpool2d_backward(randn(y.shape, dtype), idx, shape[2:])
+    up = cpu.maxunpool2d_forward(y, idx, shape[2:])
+    dup = cpu.maxunpool2d_backward(x, idx)
+    return [col, dx, y, idx, dpool, up, dup]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_deterministic_across_calls_and_threads(dtype):
+    first = _run_all_kernels(dtype)
+    second = _run_all_kernels(dtype)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        single = _run_all_kernels(dtype)
+    finally:
+        numba.set_num_threads(threads)
+    for a, b, c in zip(first, second, single):
+        assert a.tobytes() == b.tobytes() == c.tobytes()
+
+
+JITTED = ["_valid_range", "_im2col", "_col2im", "_maxpool2d_forward", "_scatter_add", "_gather"]
+
+PROBE = """
+import json, sys
+import numpy as np
+from fcn_scratch.kernels import cpu
+names = json.loads(sys.argv[1])
+compiled_at_import = {n: len(getattr(cpu, n).signatures) for n in names}
+x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+col = cpu.im2col(x, (2, 2), (1, 1), (0, 0), (1, 1), (3, 3))
+cpu.col2im(col, (4, 4), (2, 2), (1, 1), (0, 0), (1, 1), (3, 3))
+y, idx = cpu.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), (2, 2))
+cpu.maxpool2d_backward(y, idx, (4, 4))
+cpu.maxunpool2d_backward(x, idx)
+stats = {n: [sum(getattr(cpu, n).stats.cache_hits.values()),
+             sum(getattr(cpu, n).stats.cache_misses.values())] for n in names[1:]}
+print(json.dumps({"compiled_at_import": compiled_at_import, "hits_misses": stats}))
+"""
+
+
+def _probe(cache_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(JITTED)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_import_compiles_nothing_and_second_process_uses_cache(tmp_path):
+    """Fresh cache dir: the first process compiles (misses), the second only loads (hits)."""
+    first = _probe(tmp_path)
+    assert first["compiled_at_import"] == {name: 0 for name in JITTED}
+    assert all(misses == 1 for _, misses in first["hits_misses"].values()), first
+    second = _probe(tmp_path)
+    assert second["compiled_at_import"] == {name: 0 for name in JITTED}
+    assert all(hits == 1 and misses == 0 for hits, misses in second["hits_misses"].values()), second
