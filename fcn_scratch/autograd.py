@@ -164,7 +164,9 @@ class Tensor:
             grad = xp.ones_like(self.data)
         grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
         if tuple(grad.shape) != self.shape:
-            raise ValueError(f"backward: grad must have shape {self.shape}, got {tuple(grad.shape)}")
+            raise ValueError(
+                f"backward: grad must have shape {self.shape}, got {tuple(grad.shape)}"
+            )
 
         grads = {id(self): grad}
         for t in reversed(self._topological_order()):

@@ -149,11 +149,18 @@ def cases() -> list[Case]:
     out.append(_pool_case(1, 1, (5, 5), 2, 1, 0, 1, True))  # batch 1
     for k, s, size in [(2, 2, (6, 8)), (2, 2, (7, 5)), (3, 3, (9, 7)), (3, 2, (7, 7))]:
         out.append(_unpool_case(2, 2, size, k, s))
-    for n, weighted, ignore in [(2, False, False), (2, False, True), (2, True, False),
-                                (2, True, True), (1, True, True)]:
+    for n, weighted, ignore in [
+        (2, False, False),
+        (2, False, True),
+        (2, True, False),
+        (2, True, True),
+        (1, True, True),
+    ]:
         out.append(_ce_case(n, 4, (3, 5), weighted, ignore))
     out += [
-        Case("relu", dict(x=(2, 3, 4, 5)), F.relu, lambda rng: [shuffled_linspace(rng, (2, 3, 4, 5))]),
+        Case(
+            "relu", dict(x=(2, 3, 4, 5)), F.relu, lambda rng: [shuffled_linspace(rng, (2, 3, 4, 5))]
+        ),
         Case(
             "dropout",
             dict(x=(2, 3, 4, 5), p=0.3),

@@ -66,7 +66,9 @@ def test_non_contiguous_inputs_match_contiguous(rng):
         np.testing.assert_array_equal(fn(*args).numpy(), fn(*contiguous).numpy())
 
 
-@pytest.mark.parametrize("stride,padding,dilation", [(1, 0, 1), (2, 1, 1), (3, 2, 2), ((2, 1), (0, 1), (1, 2))])
+@pytest.mark.parametrize(
+    "stride,padding,dilation", [(1, 0, 1), (2, 1, 1), (3, 2, 2), ((2, 1), (0, 1), (1, 2))]
+)
 def test_conv_transpose_is_the_adjoint_of_conv(rng, stride, padding, dilation):
     """<conv2d(x), y> = <x, conv_transpose2d(y)> with the same weight."""
     x = rng.standard_normal((2, 3, 9, 8))
@@ -75,7 +77,11 @@ def test_conv_transpose_is_the_adjoint_of_conv(rng, stride, padding, dilation):
     y = rng.standard_normal(y_shape)
     cx, _ = conv.conv2d_forward(x, w, None, stride, padding, dilation)
     out_pad = tuple(
-        int(v) for v in np.subtract(x.shape[2:], conv.conv_transpose2d_forward(y, w, None, stride, padding, 0, dilation)[0].shape[2:])
+        int(v)
+        for v in np.subtract(
+            x.shape[2:],
+            conv.conv_transpose2d_forward(y, w, None, stride, padding, 0, dilation)[0].shape[2:],
+        )
     )
     ty, _ = conv.conv_transpose2d_forward(y, w, None, stride, padding, out_pad, dilation)
     assert ty.shape == x.shape

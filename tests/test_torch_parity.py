@@ -22,7 +22,9 @@ def both(fn_ours, fn_torch, arrays, torch, grad_of=None):
     y.backward(dy)
     yt.backward(torch.tensor(dy))
     for i in grad_of:
-        np.testing.assert_allclose(ours[i].grad, theirs[i].grad.numpy(), **TOL, err_msg=f"input {i}")
+        np.testing.assert_allclose(
+            ours[i].grad, theirs[i].grad.numpy(), **TOL, err_msg=f"input {i}"
+        )
 
 
 CONV = [  # (x shape, c_out, k, stride, padding, dilation)
@@ -84,10 +86,17 @@ def test_max_pool2d_values_indices_and_gradient(torch, rng, shape, k, s, p, d, c
     _, idx = F.max_pool2d(x, return_indices=True, **kw)
     _, idx_t = torch.nn.functional.max_pool2d(torch.tensor(x), return_indices=True, **kw)
     np.testing.assert_array_equal(idx.numpy(), idx_t.numpy())
-    both(lambda x: F.max_pool2d(x, **kw), lambda x: torch.nn.functional.max_pool2d(x, **kw), [x], torch)
+    both(
+        lambda x: F.max_pool2d(x, **kw),
+        lambda x: torch.nn.functional.max_pool2d(x, **kw),
+        [x],
+        torch,
+    )
 
 
-@pytest.mark.parametrize("shape,k,s", [((2, 3, 8, 8), 2, 2), ((1, 2, 9, 7), 3, 3), ((2, 2, 7, 7), 2, 2)])
+@pytest.mark.parametrize(
+    "shape,k,s", [((2, 3, 8, 8), 2, 2), ((1, 2, 9, 7), 3, 3), ((2, 2, 7, 7), 2, 2)]
+)
 def test_max_unpool2d(torch, rng, shape, k, s):
     """Non-overlapping windows: every index is distinct, so torch's overwrite and our sum agree."""
     _, idx = F.max_pool2d(shuffled_linspace(rng, shape), k, s, return_indices=True)
@@ -95,7 +104,9 @@ def test_max_unpool2d(torch, rng, shape, k, s):
     size = shape[2:]
     both(
         lambda v: F.max_unpool2d(v, idx, k, s, output_size=size),
-        lambda v: torch.nn.functional.max_unpool2d(v, torch.tensor(idx.numpy()), k, s, output_size=size),
+        lambda v: torch.nn.functional.max_unpool2d(
+            v, torch.tensor(idx.numpy()), k, s, output_size=size
+        ),
         [v],
         torch,
     )

@@ -107,9 +107,7 @@ def maxpool2d_forward(x, kernel_size, stride, padding, dilation, out_size):
                         for j in range(KW):
                             h = oy * SH - PH + i * DH
                             w = ox * SW - PW + j * DW
-                            if 0 <= h < H and 0 <= w < W and (
-                                best_idx < 0 or x[n, c, h, w] > best
-                            ):
+                            if 0 <= h < H and 0 <= w < W and (best_idx < 0 or x[n, c, h, w] > best):
                                 best, best_idx = x[n, c, h, w], h * W + w
                     y[n, c, oy, ox] = best
                     idx[n, c, oy, ox] = best_idx

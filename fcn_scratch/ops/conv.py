@@ -40,7 +40,9 @@ class ConvCtx(NamedTuple):
 def _check(op, x, w, b, in_channels_axis, out_channels_axis):
     same_device(op, x=x, w=w, b=b)
     check_ndim(op, "x", x, 4, "(N, C, H, W)")
-    check_ndim(op, "w", w, 4, "(C_out, C_in, KH, KW)" if op == "conv2d" else "(C_in, C_out, KH, KW)")
+    check_ndim(
+        op, "w", w, 4, "(C_out, C_in, KH, KW)" if op == "conv2d" else "(C_in, C_out, KH, KW)"
+    )
     check_same_dtype(op, x=x, w=w, b=b)
     if x.shape[1] != w.shape[in_channels_axis]:
         raise ValueError(

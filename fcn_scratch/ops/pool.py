@@ -52,7 +52,9 @@ def max_pool2d_backward(dy, ctx):
 
 def unpool_out_size(op, in_size, kernel_size, stride, padding, output_size):
     """The (H, W) that max_unpool2d fills: PyTorch's default, or output_size checked."""
-    default = tuple((h - 1) * s - 2 * p + k for h, k, s, p in zip(in_size, kernel_size, stride, padding))
+    default = tuple(
+        (h - 1) * s - 2 * p + k for h, k, s, p in zip(in_size, kernel_size, stride, padding)
+    )
     if output_size is None:
         return default
     size = tuple(int(v) for v in output_size)[-2:]

@@ -79,7 +79,7 @@ def conv_out_size(op, in_size, kernel_size, stride, padding, dilation, ceil_mode
 def conv_transpose_out_size(in_size, kernel_size, stride, padding, dilation, output_padding):
     """Output size of a transposed convolution, per axis (the inverse of conv_out_size):
 
-        H_out = (H - 1)*SH - 2*PH + DH*(KH-1) + OPH + 1
+    H_out = (H - 1)*SH - 2*PH + DH*(KH-1) + OPH + 1
     """
     return tuple(
         (H - 1) * S - 2 * P + D * (K - 1) + OP + 1
