@@ -15,7 +15,10 @@ def run(args) -> int:
     if not selected:
         print(f"gradcheck: no cases for --op {args.op!r}")
         return 2
-    header = f"| {'op':<17} | {'configuration':<58} | {'max abs err':>11} | {'max rel err':>11} | result |"
+    header = (
+        f"| {'op':<17} | {'configuration':<58} | {'max abs err':>11} "
+        f"| {'max rel err':>11} | result |"
+    )
     print(header)
     print("|" + "|".join("-" * (len(col)) for col in header.split("|")[1:-1]) + "|")
     failures = 0
