@@ -87,6 +87,10 @@ class Tensor:
         """The data as a numpy array (copied from the GPU if needed)."""
         return to_device(self.data, "cpu")
 
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """Lets numpy functions take a Tensor: ``np.asarray(t)`` is ``t.numpy()``."""
+        return np.asarray(self.numpy(), dtype=dtype)
+
     def item(self) -> float:
         return self.numpy().item()
 
