@@ -1,0 +1,364 @@
+"""``fcn-scratch bench``: time forward+backward of the ops against baselines and PyTorch.
+
+Every number is the median wall time of one forward plus one backward pass in float32,
+over ``--repeat`` runs after a warm-up run (so Numba's first-call compile is not timed):
+
+    reference   the naive loop kernels (fcn_scratch.kernels.reference) with the same GEMMs,
+                one run, only where that takes under ~REFERENCE_MAX_LOOPS Python loop steps
+    numpy       a vectorised NumPy baseline (below): im2col by stride tricks, col2im as
+                KH*KW strided slice additions, max pooling by argmax over window views
+    ours        fcn_scratch.ops, i.e. the Numba kernels (or the CUDA ones) with NumPy's GEMM
+    torch       PyTorch on the same device, with the same number of threads
+
+The transposed convolutions are FCN's upsampling layers (upscore2, upscore8, upscore32 with
+kernel 2s, stride s) on a 16x16 score map of 8 classes, with padding s/2 so that the output
+is exactly s times larger (FCN crops instead; the work is the same).
+"""
+
+import argparse
+import statistics
+import time
+from types import SimpleNamespace
+from typing import NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from fcn_scratch.kernels import reference
+from fcn_scratch.ops import conv, pool
+from fcn_scratch.ops.shapes import conv_out_size, conv_transpose_out_size
+
+REFERENCE_MAX_LOOPS = 2_000_000
+
+
+class Case(NamedTuple):
+    name: str
+    op: str  # "conv2d", "conv_transpose2d" or "max_pool2d"
+    x_shape: tuple  # (N, C, H, W)
+    out_channels: int  # unused by max_pool2d
+    kernel: int
+    stride: int
+    padding: int
+
+
+CASES = [
+    Case("conv 3x3 p1 (16,32,64,64)->32", "conv2d", (16, 32, 64, 64), 32, 3, 1, 1),
+    Case("conv 3x3 p1 (16,64,32,32)->64", "conv2d", (16, 64, 32, 32), 64, 3, 1, 1),
+    Case("conv 3x3 p1 (16,128,16,16)->128", "conv2d", (16, 128, 16, 16), 128, 3, 1, 1),
+    Case("conv 3x3 p1 (16,3,64,64)->32", "conv2d", (16, 3, 64, 64), 32, 3, 1, 1),
+    Case("convT k4 s2 p1 (16,8,16,16)->32x32", "conv_transpose2d", (16, 8, 16, 16), 8, 4, 2, 1),
+    Case("convT k16 s8 p4 (16,8,16,16)->128x128", "conv_transpose2d", (16, 8, 16, 16), 8, 16, 8, 4),
+    Case(
+        "convT k64 s32 p16 (16,8,16,16)->512x512",
+        "conv_transpose2d",
+        (16, 8, 16, 16),
+        8,
+        64,
+        32,
+        16,
+    ),
+    Case("maxpool 2x2 (16,64,64,64)", "max_pool2d", (16, 64, 64, 64), 0, 2, 2, 0),
+]
+
+
+def geometry(case: Case) -> tuple:
+    """(kernel_size, stride, padding, dilation) as (h, w) pairs."""
+    return tuple((v, v) for v in (case.kernel, case.stride, case.padding, 1))
+
+
+def grid_and_out(case: Case) -> tuple:
+    """(im2col grid (OH, OW), output (H, W)) of the case."""
+    size = case.x_shape[2:]
+    if case.op == "conv_transpose2d":
+        return size, conv_transpose_out_size(size, *geometry(case), (0, 0))
+    grid = conv_out_size(case.op, size, *geometry(case))
+    return grid, grid
+
+
+def make_inputs(case: Case, seed: int = 0) -> dict:
+    """x, w, b and the incoming gradient dy, float32, from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    N, C = case.x_shape[:2]
+    k, out = case.kernel, grid_and_out(case)[1]
+    out_channels = case.out_channels if case.op != "max_pool2d" else C
+    w_shape = (C, out_channels, k, k) if case.op == "conv_transpose2d" else (out_channels, C, k, k)
+    arrays = dict(
+        x=rng.standard_normal(case.x_shape),
+        w=rng.standard_normal(w_shape) / np.sqrt(C * k * k),
+        b=rng.standard_normal(out_channels),
+        dy=rng.standard_normal((N, out_channels, *out)),
+    )
+    return {name: a.astype(np.float32) for name, a in arrays.items()}
+
+
+# ---- the vectorised NumPy baseline (a teaching comparison, not used by the library) --------
+
+
+def np_im2col(x, kernel_size, stride, padding, dilation, out_size):
+    """x: (N, C, H, W) -> col: (N, C*KH*KW, OH*OW), by slicing a view of all windows."""
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW) = (
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        out_size,
+    )
+    xp = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    windows = sliding_window_view(xp, (DH * (KH - 1) + 1, DW * (KW - 1) + 1), axis=(2, 3))
+    taps = windows[:, :, ::SH, ::SW, ::DH, ::DW][:, :, :OH, :OW]  # (N, C, OH, OW, KH, KW)
+    return taps.transpose(0, 1, 4, 5, 2, 3).reshape(x.shape[0], -1, OH * OW)
+
+
+def np_col2im(col, in_size, kernel_size, stride, padding, dilation, out_size):
+    """col: (N, C*KH*KW, OH*OW) -> x: (N, C, H, W), adding one strided slice per tap."""
+    (H, W), (KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW) = (
+        in_size,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        out_size,
+    )
+    N = col.shape[0]
+    col6 = col.reshape(N, -1, KH, KW, OH, OW)
+    xp = np.zeros((N, col6.shape[1], H + 2 * PH, W + 2 * PW), dtype=col.dtype)
+    for i in range(KH):
+        for j in range(KW):
+            h, w = i * DH, j * DW
+            xp[:, :, h : h + SH * (OH - 1) + 1 : SH, w : w + SW * (OW - 1) + 1 : SW] += col6[
+                :, :, i, j
+            ]
+    return xp[:, :, PH : PH + H, PW : PW + W]
+
+
+def np_maxpool2d_forward(x, kernel_size, stride, padding, dilation, out_size):
+    """Max pooling without padding or dilation (what the benchmark uses): argmax over taps."""
+    (KH, KW), (SH, SW), (OH, OW) = kernel_size, stride, out_size
+    N, C, H, W = x.shape
+    taps = sliding_window_view(x, (KH, KW), axis=(2, 3))[:, :, ::SH, ::SW][:, :, :OH, :OW]
+    taps = taps.reshape(N, C, OH, OW, KH * KW)
+    arg = taps.argmax(axis=-1)  # (N, C, OH, OW), tap number i*KW + j
+    y = np.take_along_axis(taps, arg[..., None], axis=-1)[..., 0]
+    oy, ox = np.ogrid[:OH, :OW]
+    idx = (oy * SH + arg // KW) * W + ox * SW + arg % KW  # flat into H*W
+    return y, idx
+
+
+def np_maxpool2d_backward(dy, idx, in_size):
+    """Scatter-add by bincount over flat positions in all planes."""
+    N, C = dy.shape[:2]
+    plane = in_size[0] * in_size[1]
+    flat = idx.reshape(N * C, -1) + plane * np.arange(N * C)[:, None]
+    dx = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=N * C * plane)
+    return dx.astype(dy.dtype).reshape(N, C, *in_size)
+
+
+NUMPY_BASELINE = SimpleNamespace(
+    im2col=np_im2col,
+    col2im=np_col2im,
+    maxpool2d_forward=np_maxpool2d_forward,
+    maxpool2d_backward=np_maxpool2d_backward,
+)
+
+
+# ---- one forward+backward step per column ---------------------------------------------------
+
+
+def kernel_step(case: Case, a: dict, k) -> callable:
+    """The ops' formulation (see fcn_scratch/ops/conv.py) on kernel module ``k``."""
+    geo, (grid, out) = geometry(case), grid_and_out(case)
+    x, w, b, dy = a["x"], a["w"], a["b"], a["dy"]
+    N, C = x.shape[:2]
+
+    def conv2d():
+        w2, dy2 = w.reshape(w.shape[0], -1), dy.reshape(N, w.shape[0], -1)
+        col = k.im2col(x, *geo, grid)  # (N, C*KH*KW, OH*OW)
+        _ = w2 @ col + b[:, None]
+        _ = ((dy2 @ col.transpose(0, 2, 1)).sum(0), dy2.sum((0, 2)))  # dw, db
+        return k.col2im(w2.T @ dy2, x.shape[2:], *geo, grid)  # dx
+
+    def conv_transpose2d():
+        w2, x2 = w.reshape(C, -1), x.reshape(N, C, -1)
+        _ = k.col2im(w2.T @ x2, out, *geo, grid) + b[:, None, None]  # y
+        dcol = k.im2col(dy, *geo, grid)  # (N, C_out*KH*KW, H*W)
+        return w2 @ dcol, (x2 @ dcol.transpose(0, 2, 1)).sum(0), dy.sum((0, 2, 3))
+
+    def max_pool2d():
+        _, idx = k.maxpool2d_forward(x, *geo, out)
+        return k.maxpool2d_backward(dy, idx, x.shape[2:])
+
+    return {"conv2d": conv2d, "conv_transpose2d": conv_transpose2d, "max_pool2d": max_pool2d}[
+        case.op
+    ]
+
+
+def reference_loops(case: Case) -> int:
+    """Python loop steps the reference kernels take for one forward+backward."""
+    grid, _ = grid_and_out(case)
+    channels = case.out_channels if case.op == "conv_transpose2d" else case.x_shape[1]
+    steps = case.x_shape[0] * channels * case.kernel**2 * grid[0] * grid[1]
+    return steps + (
+        case.x_shape[0] * channels * grid[0] * grid[1] if case.op == "max_pool2d" else steps
+    )
+
+
+def ours_step(case: Case, a: dict) -> callable:
+    """fcn_scratch.ops forward then backward; the arrays' type picks the kernels."""
+    s, p = case.stride, case.padding
+    x, w, b, dy = a["x"], a["w"], a["b"], a["dy"]
+    if case.op == "conv2d":
+        return lambda: conv.conv2d_backward(dy, conv.conv2d_forward(x, w, b, s, p)[1])
+    if case.op == "conv_transpose2d":
+        return lambda: conv.conv_transpose2d_backward(
+            dy, conv.conv_transpose2d_forward(x, w, b, s, p)[1]
+        )
+    return lambda: pool.max_pool2d_backward(dy, pool.max_pool2d_forward(x, case.kernel, s, p)[2])
+
+
+def torch_step(case: Case, a: dict, device: str) -> callable:
+    """The same forward+backward through torch.autograd."""
+    import torch
+    import torch.nn.functional as F
+
+    t = {name: torch.from_numpy(v).to(device) for name, v in a.items()}
+    leaves = [t["x"]] if case.op == "max_pool2d" else [t["x"], t["w"], t["b"]]
+    for leaf in leaves:
+        leaf.requires_grad_(True)
+    s, p = case.stride, case.padding
+    forward = {
+        "conv2d": lambda: F.conv2d(t["x"], t["w"], t["b"], s, p),
+        "conv_transpose2d": lambda: F.conv_transpose2d(t["x"], t["w"], t["b"], s, p),
+        "max_pool2d": lambda: F.max_pool2d(t["x"], case.kernel, s, p),
+    }[case.op]
+
+    def step():
+        for leaf in leaves:
+            leaf.grad = None
+        forward().backward(t["dy"])
+
+    return step
+
+
+def median_seconds(step: callable, repeat: int, sync: callable = lambda: None) -> float:
+    step()  # warm-up: compiles, allocates, fills caches
+    sync()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cpu_row(case: Case, repeat: int) -> dict:
+    """Seconds per column on the CPU (None where a column is skipped)."""
+    a = make_inputs(case)
+    row = dict(reference=None, numpy=None, ours=None, torch=None)
+    if reference_loops(case) <= REFERENCE_MAX_LOOPS:
+        row["reference"] = median_seconds(kernel_step(case, a, reference), 1)
+    row["numpy"] = median_seconds(kernel_step(case, a, NUMPY_BASELINE), repeat)
+    row["ours"] = median_seconds(ours_step(case, a), repeat)
+    if has_torch():
+        row["torch"] = median_seconds(torch_step(case, a, "cpu"), repeat)
+    return row
+
+
+def cuda_row(case: Case, repeat: int) -> dict:
+    """Seconds per column on the GPU: our CUDA kernels (cupy arrays) and torch on cuda."""
+    from fcn_scratch.device import import_cupy
+
+    cupy = import_cupy()
+    sync = cupy.cuda.Device().synchronize
+    a = make_inputs(case)
+    row = dict(reference=None, numpy=None, ours=None, torch=None)
+    row["ours"] = median_seconds(
+        ours_step(case, {k: cupy.asarray(v) for k, v in a.items()}), repeat, sync
+    )
+    if has_torch():
+        import torch
+
+        if torch.cuda.is_available():
+            row["torch"] = median_seconds(
+                torch_step(case, a, "cuda"), repeat, torch.cuda.synchronize
+            )
+    return row
+
+
+ROWS = {"cpu": cpu_row, "cuda": cuda_row}
+
+
+def set_threads(threads: int) -> str:
+    """Use ``threads`` threads in Numba, PyTorch and the BLAS under NumPy; say what was set."""
+    import numba
+
+    numba.set_num_threads(threads)
+    notes = [f"numba {threads}"]
+    if has_torch():
+        import torch
+
+        torch.set_num_threads(threads)
+        notes.append(f"torch {threads}")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        notes.append("BLAS default (install threadpoolctl to set it)")
+    else:
+        threadpool_limits(threads)
+        notes.append(f"BLAS {threads}")
+    return ", ".join(notes)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=sorted(ROWS), default="cpu", help="where to run")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per cell (median)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for Numba, torch and BLAS"
+    )
+    parser.add_argument("--case", help="only cases whose name contains this text")
+
+
+def fmt_ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def run(args) -> int:
+    import numba
+
+    threads = args.threads or numba.config.NUMBA_NUM_THREADS
+    if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+        print(
+            f"bench: --threads must be in [1, {numba.config.NUMBA_NUM_THREADS}] "
+            f"(NUMBA_NUM_THREADS), got {threads}"
+        )
+        return 2
+    cases = [c for c in CASES if args.case is None or args.case in c.name]
+    if not cases:
+        print(f"bench: no case name contains {args.case!r}")
+        return 2
+    print(
+        f"forward+backward, float32, device {args.device}, threads: {set_threads(threads)}, "
+        f"median of {args.repeat}, times in ms\n"
+    )
+    print("| case | reference | numpy im2col | ours | torch | ours/torch |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for case in cases:
+        row = ROWS[args.device](case, args.repeat)
+        ratio = "-" if row["torch"] is None else f"{row['ours'] / row['torch']:.2f}"
+        cells = " | ".join(fmt_ms(row[k]) for k in ("reference", "numpy", "ours", "torch"))
+        print(f"| {case.name} | {cells} | {ratio} |", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fcn-scratch bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
