@@ -71,8 +71,11 @@ class Conv2d(Module):
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
         w = _initial_weight(op, init, shape, initialisers.fan_in(shape), rng, dtype)
         self.weight = Tensor(w, requires_grad=True)  # (C_out, C_in, KH, KW)
-        self.bias = Tensor(initialisers.zeros((self.out_channels,), dtype), requires_grad=True) \
-            if bias else None  # (C_out,)
+        self.bias = (
+            Tensor(initialisers.zeros((self.out_channels,), dtype), requires_grad=True)
+            if bias
+            else None
+        )  # (C_out,)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
@@ -82,8 +85,10 @@ class Conv2d(Module):
         return int(np.prod(y_shape)) * self.in_channels * int(np.prod(self.kernel_size))
 
     def extra_repr(self) -> str:
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
         return text + ("" if self.bias is not None else ", bias=False")
@@ -136,30 +141,37 @@ class ConvTranspose2d(Module):
             w = initialisers.bilinear_kernel(self.in_channels, KH, dtype)
         elif init in CONV_INITS:
             # Each output pixel gathers about C_in*KH*KW/(SH*SW) inputs.
-            fan = max(1, self.in_channels * int(np.prod(self.kernel_size))
-                      // int(np.prod(self.stride)))
+            fan = max(
+                1, self.in_channels * int(np.prod(self.kernel_size)) // int(np.prod(self.stride))
+            )
             w = _initial_weight(op, init, shape, fan, rng, dtype)
         else:
             raise ValueError(f"{op}: init must be one of {TRANSPOSED_INITS}, got {init!r}")
         self.weight = Tensor(w, requires_grad=learnable)  # (C_in, C_out, KH, KW)
-        self.bias = Tensor(initialisers.zeros((self.out_channels,), dtype),
-                           requires_grad=learnable) if bias else None  # (C_out,)
+        self.bias = (
+            Tensor(initialisers.zeros((self.out_channels,), dtype), requires_grad=learnable)
+            if bias
+            else None
+        )  # (C_out,)
 
     @property
     def learnable(self) -> bool:
         return self.weight.requires_grad
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
-                                  self.output_padding, self.dilation)
+        return F.conv_transpose2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.dilation
+        )
 
     def macs(self, x_shape, y_shape) -> int:
         """Multiply-accumulates: every input element meets every tap of every output channel."""
         return int(np.prod(x_shape)) * self.out_channels * int(np.prod(self.kernel_size))
 
     def extra_repr(self) -> str:
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
         if self.output_padding != (0, 0):
             text += f", output_padding={self.output_padding}"
         if self.dilation != (1, 1):
@@ -193,8 +205,11 @@ class Linear(Module):
         shape = (self.out_features, self.in_features)
         w = _initial_weight(op, init, shape, self.in_features, rng, dtype)
         self.weight = Tensor(w, requires_grad=True)  # (out, in)
-        self.bias = Tensor(initialisers.zeros((self.out_features,), dtype), requires_grad=True) \
-            if bias else None  # (out,)
+        self.bias = (
+            Tensor(initialisers.zeros((self.out_features,), dtype), requires_grad=True)
+            if bias
+            else None
+        )  # (out,)
 
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) != 2 or x.shape[1] != self.in_features:
@@ -210,5 +225,6 @@ class Linear(Module):
         return int(np.prod(y_shape)) * self.in_features
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}"
-                + ("" if self.bias is not None else ", bias=False"))
+        return f"in_features={self.in_features}, out_features={self.out_features}" + (
+            "" if self.bias is not None else ", bias=False"
+        )

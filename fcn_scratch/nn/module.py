@@ -107,15 +107,19 @@ class Module:
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(
-            int(np.prod(p.shape)) for p in self.parameters() if p.requires_grad or not trainable_only
+            int(np.prod(p.shape))
+            for p in self.parameters()
+            if p.requires_grad or not trainable_only
         )
 
     # ---- state -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of all parameters as NumPy arrays (on the host), keyed by dotted name."""
-        return {name: np.array(to_device(p.data, "cpu"), copy=True) for name, p in
-                self.named_parameters()}
+        return {
+            name: np.array(to_device(p.data, "cpu"), copy=True)
+            for name, p in self.named_parameters()
+        }
 
     def load_state_dict(self, state: dict, strict: bool = True) -> LoadResult:
         """Copy arrays from ``state`` into the parameters, in place, on their devices.

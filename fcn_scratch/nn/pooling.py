@@ -18,8 +18,15 @@ class MaxPool2d(Module):
     stride defaults to kernel_size. With ceil_mode the last partial window is kept.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
-                 return_indices: bool = False, ceil_mode: bool = False) -> None:
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        dilation=1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
         op = "MaxPool2d"
         self.kernel_size = pair(op, "kernel_size", kernel_size, 1)
@@ -30,8 +37,15 @@ class MaxPool2d(Module):
         self.ceil_mode = bool(ceil_mode)
 
     def forward(self, x: Tensor):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+        return F.max_pool2d(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )
 
     def extra_repr(self) -> str:
         text = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -59,8 +73,9 @@ class MaxUnpool2d(Module):
         self.padding = pair(op, "padding", padding, 0)
 
     def forward(self, x: Tensor, indices, output_size=None) -> Tensor:
-        return F.max_unpool2d(x, indices, self.kernel_size, self.stride, self.padding,
-                              output_size=output_size)
+        return F.max_unpool2d(
+            x, indices, self.kernel_size, self.stride, self.padding, output_size=output_size
+        )
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

@@ -34,8 +34,9 @@ class Summary:
 
     def table(self) -> str:
         head = ("layer", "type", "output shape", "params", "MACs")
-        body = [(r.name, r.kind, str(r.output_shape), f"{r.params:,}", f"{r.macs:,}")
-                for r in self.rows]
+        body = [
+            (r.name, r.kind, str(r.output_shape), f"{r.params:,}", f"{r.macs:,}") for r in self.rows
+        ]
         widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
 
         def fmt(line):
@@ -45,9 +46,15 @@ class Summary:
             )
 
         rule = "-" * len(fmt(head))
-        lines = [f"input {self.input_shape}", fmt(head), rule, *map(fmt, body), rule,
-                 f"total params {self.total_params:,} (trainable {self.trainable_params:,})",
-                 f"total MACs   {self.total_macs:,}"]
+        lines = [
+            f"input {self.input_shape}",
+            fmt(head),
+            rule,
+            *map(fmt, body),
+            rule,
+            f"total params {self.total_params:,} (trainable {self.trainable_params:,})",
+            f"total MACs   {self.total_macs:,}",
+        ]
         return "\n".join(lines)
 
     def __str__(self) -> str:

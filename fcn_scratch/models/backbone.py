@@ -1,0 +1,84 @@
+"""A small VGG-style backbone: five stages of 3x3 convolutions, each ending in 2x2 pooling.
+
+    x (N, C, H, W) -> conv1 -> pool1 (1/2) -> ... -> conv5 -> pool5 (1/32)
+
+Stage i is ``conv{i}`` (a Sequential of [Conv2d 3x3 pad 1, ReLU] x convs_per_stage[i])
+followed by ``pool{i}`` (MaxPool2d 2x2 stride 2). The 3x3 "same" convolutions keep the
+size; pooling halves it, rounding up (``ceil_mode``, as in Caffe's FCN), so no border pixel
+is dropped and any input size, odd or even, down to 1x1, has a 1/32 map covering it.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fcn_scratch.autograd import Tensor
+from fcn_scratch.nn import Conv2d, MaxPool2d, Module, ReLU, Sequential
+from fcn_scratch.nn.init import RngLike, as_generator
+
+DEFAULT_WIDTHS = (16, 32, 64, 128, 128)
+DEFAULT_CONVS_PER_STAGE = (1, 1, 2, 2, 2)
+NUM_STAGES = 5
+
+
+def conv_block(in_channels: int, width: int, count: int, dtype, rng) -> Sequential:
+    """[Conv2d(3x3, padding 1), ReLU] repeated ``count`` times: (N, C, H, W) -> (N, width, H, W)."""
+    layers = []
+    for _ in range(count):
+        layers += [Conv2d(in_channels, width, 3, padding=1, dtype=dtype, rng=rng), ReLU()]
+        in_channels = width
+    return Sequential(*layers)
+
+
+def check_stages(op: str, widths: Sequence[int], convs_per_stage: Sequence[int]) -> None:
+    for name, values in (("widths", widths), ("convs_per_stage", convs_per_stage)):
+        if len(values) != NUM_STAGES or any(int(v) < 1 for v in values):
+            raise ValueError(
+                f"{op}: {name} must be {NUM_STAGES} positive ints (one per pooling stage), "
+                f"got {tuple(values)}"
+            )
+
+
+class VGGBackbone(Module):
+    """x (N, C_in, H, W) -> [pool1, ..., pool5], pool_i: (N, widths[i-1], ceil(H/2^i), ...).
+
+    ``return_indices=True`` makes every pool return (y, indices) (for unpooling decoders).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: Sequence[int] = DEFAULT_WIDTHS,
+        convs_per_stage: Sequence[int] = DEFAULT_CONVS_PER_STAGE,
+        return_indices: bool = False,
+        dtype=np.float32,
+        rng: RngLike = None,
+    ) -> None:
+        super().__init__()
+        check_stages("VGGBackbone", widths, convs_per_stage)
+        rng = as_generator(rng)
+        self.widths = tuple(int(w) for w in widths)
+        channels = in_channels
+        for i, (width, count) in enumerate(zip(self.widths, convs_per_stage, strict=True), 1):
+            setattr(self, f"conv{i}", conv_block(channels, width, int(count), dtype, rng))
+            setattr(
+                self, f"pool{i}", MaxPool2d(2, 2, ceil_mode=True, return_indices=return_indices)
+            )
+            channels = width
+
+    def stages(self) -> list[tuple[Sequential, MaxPool2d]]:
+        """[(conv1, pool1), ..., (conv5, pool5)]."""
+        return [
+            (getattr(self, f"conv{i}"), getattr(self, f"pool{i}")) for i in range(1, NUM_STAGES + 1)
+        ]
+
+    def layers_to(self, stage: int) -> list[Module]:
+        """The layers from the image to the output of ``pool{stage}``, in order."""
+        return [layer for conv, pool in self.stages()[:stage] for layer in (conv, pool)]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        pooled = []
+        for conv, pool in self.stages():
+            x = pool(conv(x))
+            pooled.append(x)
+        return pooled  # pool_i: (N, widths[i-1], ~H/2^i, ~W/2^i)
