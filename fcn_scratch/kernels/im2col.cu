@@ -36,25 +36,24 @@ __device__ void col2im(const T* __restrict__ col, T* __restrict__ x,
                        int H, int W, int KH, int KW, int SH, int SW,
                        int PH, int PW, int DH, int DW, int OH, int OW, long long total)
 {
-    // Thread mapping: one thread per image element (n, c, h, w). A gather: the thread finds
-    // every (tap, output) pair that reads its pixel and sums them in row-major tap order,
-    // the order of the reference loops, so the result is bitwise the reference's.
+    // Thread mapping: one thread per image element (n, c, h, w). A gather: output row oy
+    // reads h through tap i = (h + PH - oy*SH) / DH when that is a whole number in [0, KH),
+    // so the thread walks the output rows from the last that can reach h down to the first,
+    // i.e. taps in increasing order (likewise columns), and sums in the reference's
+    // row-major tap order: the result is bitwise the reference's.
     const long long step = (long long)gridDim.x * blockDim.x;
-    const int plane = OH * OW;
+    const int plane = OH * OW, reach_h = (KH - 1) * DH, reach_w = (KW - 1) * DW;
     for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += step) {
         const long long nc = t / ((long long)H * W);  // n*C + c
         const int hw = (int)(t - nc * H * W), h = hw / W, w = hw % W;
+        const int sy = h + PH, sx = w + PW;  // = oy*SH + i*DH and ox*SW + j*DW
         T sum = T(0);
-        for (int i = 0; i < KH; ++i) {
-            const int sy = h + PH - i * DH;  // = oy*SH if tap i of output row oy lands on h
-            if (sy < 0) break;               // sy only decreases with i
-            if (sy % SH != 0 || sy / SH >= OH) continue;
-            const int oy = sy / SH;
-            for (int j = 0; j < KW; ++j) {
-                const int sx = w + PW - j * DW;
-                if (sx < 0) break;
-                if (sx % SW != 0 || sx / SW >= OW) continue;
-                const int ox = sx / SW;
+        for (int oy = min(sy / SH, OH - 1); oy >= 0 && sy - oy * SH <= reach_h; --oy) {
+            if ((sy - oy * SH) % DH != 0) continue;
+            const int i = (sy - oy * SH) / DH;
+            for (int ox = min(sx / SW, OW - 1); ox >= 0 && sx - ox * SW <= reach_w; --ox) {
+                if ((sx - ox * SW) % DW != 0) continue;
+                const int j = (sx - ox * SW) / DW;
                 const long long row = (nc * KH + i) * KW + j;
                 sum += col[row * plane + (long long)oy * OW + ox];
             }

@@ -34,6 +34,9 @@ typedef uint3 dim3;
 static uint3 threadIdx, blockIdx;
 static dim3 blockDim, gridDim;
 
+// CUDA's device-side int min; float and 64-bit overloads are not needed by the kernels.
+inline int min(int a, int b) { return a < b ? a : b; }
+
 inline float __int_as_float(int bits)
 {
     float value;
