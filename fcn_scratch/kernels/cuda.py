@@ -24,7 +24,7 @@ def _module():
     """The .cu sources compiled into one RawModule, once per process."""
     cupy = import_cupy()
     source = "\n".join(path.read_text() for path in launch.SOURCES)
-    return cupy.RawModule(code=source, options=("-std=c++14",))
+    return cupy.RawModule(code=source)
 
 
 def _run(plan: launch.Launch, *inputs) -> list:
