@@ -1,0 +1,79 @@
+"""``fcn-scratch evaluate CKPT``: the paper's four metrics and per-class IU of a checkpoint.
+
+By default on the run's own held-out set (rebuilt from the configuration stored in the
+checkpoint); --data evaluates on a folder of images and masks instead.
+"""
+
+import argparse
+import sys
+
+from fcn_scratch.commands.options import add_device, int_at_least
+from fcn_scratch.data import FolderDataset
+from fcn_scratch.device import DeviceError
+from fcn_scratch.train import CheckpointError, confusion, load_checkpoint
+from fcn_scratch.train.outputs import write_json
+from fcn_scratch.train.setup import make_held_out
+
+METRIC_NAMES = (
+    ("pixel_acc", "pixel acc"),
+    ("mean_acc", "mean acc"),
+    ("mean_iou", "mean IU"),
+    ("fw_iou", "f.w. IU"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CKPT", help="a checkpoint .npz from train")
+    parser.add_argument(
+        "--data", metavar="DIR", help="evaluate on this folder of images and masks instead"
+    )
+    parser.add_argument("--batch-size", type=int_at_least(1), default=16)
+    parser.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    add_device(parser)
+
+
+def run(args) -> int:
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        model = ckpt.build_model().to(args.device)
+        dataset = (
+            FolderDataset(
+                args.data,
+                size=ckpt.config.image_size,
+                num_classes=len(ckpt.class_names),
+                class_names=ckpt.class_names,
+            )
+            if args.data
+            else make_held_out(ckpt.config)
+        )
+        if list(dataset.class_names) != ckpt.class_names:
+            raise ValueError(
+                f"the data's classes {list(dataset.class_names)} differ from "
+                f"the checkpoint's {ckpt.class_names}"
+            )
+        cm, loss = confusion(model, dataset, args.batch_size, args.device)
+    except (CheckpointError, ValueError, DeviceError, OSError) as err:
+        print(f"fcn-scratch evaluate: error: {err}", file=sys.stderr)
+        return 2
+    h, w = dataset.image_size
+    source = args.data or "the run's held-out set"
+    print(
+        f"{args.checkpoint}: {ckpt.config.model} after {ckpt.epoch} epochs, on {source} "
+        f"({len(dataset)} images of {h}x{w})\n"
+    )
+    summary = cm.summary()
+    for key, name in METRIC_NAMES:
+        print(f"{name:<10} {summary[key]:.4f}")
+    print(f"{'loss':<10} {loss:.4f}\n")
+    print(cm.table(ckpt.class_names))
+    if args.json:
+        write_json(
+            args.json,
+            {
+                **summary,
+                "loss": loss,
+                "class_names": ckpt.class_names,
+                "checkpoint": args.checkpoint,
+            },
+        )
+    return 0

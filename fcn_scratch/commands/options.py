@@ -1,0 +1,61 @@
+"""Argument types shared by the train, evaluate, predict and compare commands."""
+
+import argparse
+
+from fcn_scratch.device import DEVICES
+
+
+def int_at_least(low: int):
+    """An argparse type: an int >= low, with an error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+def float_in(low: float, high: float | None = None, low_open: bool = False):
+    """An argparse type: a float in [low, high) (or (low, high) with low_open)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        if too_low or value != value or (high is not None and value >= high):
+            bracket = "(" if low_open else "["
+            upper = f"{high})" if high is not None else "inf)"
+            raise argparse.ArgumentTypeError(f"must be in {bracket}{low}, {upper}, got {value}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def widths(text: str) -> tuple[int, ...]:
+    """'16,32,48,64,64' -> (16, 32, 48, 64, 64): five positive channel counts."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 5 comma-separated integers, got {text!r}"
+        ) from None
+    if len(values) != 5 or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected 5 positive integers (one per stage), got {text!r}"
+        )
+    return values
+
+
+def add_device(parser: argparse.ArgumentParser, default: str | None = "cpu") -> None:
+    parser.add_argument(
+        "--device", choices=DEVICES, default=default, help="where to compute (default: %(default)s)"
+    )

@@ -1,0 +1,79 @@
+"""What a finished run leaves in its ``--out`` folder, besides the checkpoint.
+
+metrics.json          final held-out metrics (pixel_acc, mean_acc, mean_iou, fw_iou,
+                      per_class_iou, loss), class_names, config, history
+learning_curves.png   training and held-out loss, held-out mean IU and pixel accuracy
+predictions.png       held-out images, their truth and the model's prediction
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+from fcn_scratch import plots
+from fcn_scratch.train.checkpoint import atomic_write
+from fcn_scratch.train.evaluation import predict
+
+METRIC_KEYS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou", "per_class_iou", "loss")
+
+
+def write_outputs(trainer, num_examples: int = 6) -> dict[str, str]:
+    """Write metrics.json and the two plots into ``trainer.config.out``; return the paths."""
+    out = trainer.config.out
+    paths = {
+        "metrics": os.path.join(out, "metrics.json"),
+        "curves": os.path.join(out, "learning_curves.png"),
+        "predictions": os.path.join(out, "predictions.png"),
+    }
+    write_json(paths["metrics"], metrics_record(trainer))
+    name = trainer.config.model
+    plots.plot_learning_curves(
+        trainer.history["epochs"],
+        paths["curves"],
+        title=f"{name}: learning curves",
+        step_loss=trainer.history["step_loss"],
+    )
+    images, truth = trainer.val_set.get_batch(np.arange(min(num_examples, len(trainer.val_set))))
+    pred = predict(trainer.model, images, trainer.config.device, trainer.config.batch_size)
+    plots.plot_predictions(
+        images,
+        truth,
+        pred,
+        paths["predictions"],
+        trainer.class_names,
+        title=f"{name}: held-out predictions",
+    )
+    return paths
+
+
+def metrics_record(trainer) -> dict:
+    """The contents of metrics.json."""
+    final = trainer.metrics or {}
+    return {
+        **{key: final.get(key) for key in METRIC_KEYS},
+        "class_names": trainer.class_names,
+        "epochs_completed": trainer.epoch,
+        "steps": trainer.step,
+        "wall_time_s": trainer.elapsed,
+        "num_parameters": trainer.model.num_parameters(),
+        "config": trainer.config.to_dict(),
+        "history": trainer.history,
+    }
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write ``data`` as JSON (NaN/inf as null), atomically, like the checkpoints."""
+    text = json.dumps(_finite(data), indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,96 @@
+"""What a TrainConfig builds: datasets, model, optimiser, schedule, class weights."""
+
+import numpy as np
+
+from fcn_scratch import optim
+from fcn_scratch.data import IGNORE_INDEX, ArrayDataset, FolderDataset, ShapesDataset
+from fcn_scratch.models import build_model
+from fcn_scratch.train.config import TrainConfig
+
+
+def split_seed(seed: int, split: int) -> int:
+    """Independent seeds for the training (split 0) and held-out (split 1) data."""
+    return int(np.random.SeedSequence([seed, split]).generate_state(1)[0])
+
+
+def make_datasets(config: TrainConfig):
+    """(train, held-out): synthetic shapes from two independent seeds, or a folder's split."""
+    if config.data is not None:
+        return split_folder(FolderDataset(config.data, size=config.image_size), config)
+    return _shapes(config, config.train_size, 0), _shapes(config, config.val_size, 1)
+
+
+def make_held_out(config: TrainConfig):
+    """The run's held-out set alone (what ``make_datasets`` returns second)."""
+    if config.data is not None:
+        return make_datasets(config)[1]
+    return _shapes(config, config.val_size, 1)
+
+
+def split_folder(dataset, config: TrainConfig):
+    """(train, held-out) from one folder: a seeded random ``val_size`` images are held out,
+    at most a fifth of the folder (and at least one image), the rest train."""
+    n = len(dataset)
+    if n < 2:
+        raise ValueError(
+            f"--data {config.data}: need at least 2 image/mask pairs (one to "
+            f"train on, one to hold out), found {n}"
+        )
+    held = min(config.val_size, max(1, n // 5))
+    order = np.random.default_rng(split_seed(config.seed, 1)).permutation(n)
+
+    def part(idx):
+        idx = np.sort(idx)
+        return ArrayDataset(dataset.images[idx], dataset.labels[idx], dataset.class_names)
+
+    return part(order[held:]), part(order[:held])
+
+
+def _shapes(config: TrainConfig, n: int, split: int) -> ShapesDataset:
+    return ShapesDataset(
+        n,
+        size=config.image_size,
+        seed=split_seed(config.seed, split),
+        ignore_border=config.ignore_border,
+    )
+
+
+def make_model(config: TrainConfig, num_classes: int):
+    return build_model(config.model, num_classes, **config.model_options()).to(config.device)
+
+
+def make_optimizer(config: TrainConfig, model):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
+    """A per-step learning-rate schedule over the whole run."""
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        return optim.CosineSchedule(optimizer, total_steps=total)
+    if config.schedule == "poly":
+        return optim.PolySchedule(optimizer, total_steps=total, power=0.9)
+    if config.schedule == "step":
+        return optim.StepSchedule(optimizer, step_size=max(1, total // 3), gamma=0.1)
+    return optim.ConstantSchedule(optimizer)
+
+
+def class_weights(config: TrainConfig, labels: np.ndarray, num_classes: int):
+    """None, or median-frequency balancing (Eigen & Fergus): weight_c = median(f) / f_c,
+    f_c = pixels of class c / pixels of the images where c appears. labels: (N, H, W)."""
+    if config.class_weights == "none":
+        return None
+    flat = labels.reshape(len(labels), -1)
+    valid = flat != IGNORE_INDEX
+    counts = np.stack([(flat == c).sum(axis=1) for c in range(num_classes)])  # (K, N)
+    image_pixels = valid.sum(axis=1)  # (N,)
+    present = counts > 0
+    freq = counts.sum(axis=1) / np.maximum((present * image_pixels).sum(axis=1), 1)
+    freq = np.where(freq > 0, freq, np.nan)
+    weight = np.nanmedian(freq) / freq
+    return np.nan_to_num(weight, nan=0.0).astype(np.float32)  # (K,)

@@ -1,0 +1,276 @@
+"""The training loop: forward, pixel-wise cross-entropy, backward, optimiser step.
+
+    trainer = Trainer(TrainConfig(epochs=3, out=None))
+    metrics = trainer.fit()            # held-out metrics after the last epoch
+    trainer.history                    # per-epoch records and per-step losses
+
+Each epoch ends with an evaluation on the held-out set and, when ``config.out`` is set, a
+checkpoint (``out/checkpoint.npz``). A run restored with ``Trainer.resume(path)`` continues
+exactly where the checkpoint stood: weights, optimiser moments, schedule, the data order
+and position, and the dropout generator are all restored, so on the CPU it ends with the
+same bits as a run that was never stopped.
+"""
+
+import math
+import os
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from fcn_scratch import functional as F
+from fcn_scratch import random
+from fcn_scratch.autograd import Tensor
+from fcn_scratch.data import IGNORE_INDEX, DataLoader
+from fcn_scratch.device import to_device
+from fcn_scratch.train import setup
+from fcn_scratch.train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from fcn_scratch.train.config import TrainConfig
+from fcn_scratch.train.evaluation import evaluate
+from fcn_scratch.train.interrupts import deferred_interrupts
+
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``checkpoint`` is where the state was saved (or None)."""
+
+    def __init__(self, message: str, checkpoint: str | None):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+class Trainer:
+    """Everything a run needs, built from a TrainConfig (datasets may be passed instead)."""
+
+    def __init__(self, config: TrainConfig, train_set=None, val_set=None, progress: bool = True):
+        self.config = config.validate()
+        random.manual_seed(config.seed)
+        if train_set is None:
+            train_set, val_set = setup.make_datasets(config)
+        self.train_set, self.val_set = train_set, val_set
+        self.class_names = list(train_set.class_names)
+        self.model = setup.make_model(config, len(self.class_names))
+        self.optimizer = setup.make_optimizer(config, self.model)
+        self.loader = DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed)
+        self.schedule = setup.make_schedule(config, self.optimizer, len(self.loader))
+        weight = setup.class_weights(config, train_set.labels, len(self.class_names))
+        self.weight = None if weight is None else to_device(weight, config.device)
+        self.progress = progress
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimiser steps taken
+        self.elapsed = 0.0  # wall seconds spent in fit, over all sessions of the run
+        self._clock_start = (time.perf_counter(), 0.0)
+        self.history: dict = {"epochs": [], "step_loss": []}
+        self.partial = _fresh_partial()  # sums over the epoch in progress
+        self.metrics: dict | None = None
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> str | None:
+        return None if self.config.out is None else os.path.join(self.config.out, CHECKPOINT_NAME)
+
+    def save(self, path: str | None = None) -> str:
+        """Write a checkpoint of the run as it stands (default: out/checkpoint.npz)."""
+        path = path or self.checkpoint_path
+        if path is None:
+            raise ValueError("Trainer.save: no path given and config.out is None")
+        bad = [n for n, p in self.model.named_parameters() if not np.isfinite(p.numpy()).all()]
+        if bad:
+            raise TrainingDiverged(
+                f"not saving a checkpoint: parameters {bad[:3]} hold "
+                "NaN or inf; lower the learning rate (--lr)"
+            )
+        meta = {
+            "class_names": self.class_names,
+            "epoch": self.epoch,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "history": self.history,
+            "metrics": self.metrics,
+        }
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "loader": self.loader.state_dict(),
+            "random": random.get_state(),
+            "partial": self.partial,
+        }
+        save_checkpoint(path, self.model.state_dict(), self.config, meta, state)
+        return path
+
+    @classmethod
+    def resume(cls, path: str, progress: bool = True, **overrides) -> "Trainer":
+        """The run saved at ``path``, ready to ``fit`` on. ``overrides`` may change
+        ``epochs`` (train longer), ``out`` and ``device``; nothing else."""
+        ckpt = load_checkpoint(path)
+        allowed = {"epochs", "out", "device"}
+        if set(overrides) - allowed:
+            raise ValueError(
+                f"Trainer.resume: only {sorted(allowed)} may change on resume, "
+                f"got {sorted(set(overrides) - allowed)}"
+            )
+        config = TrainConfig.from_dict({**ckpt.config.to_dict(), **overrides})
+        trainer = cls(config, progress=progress)
+        if trainer.class_names != ckpt.class_names:
+            raise ValueError(
+                f"checkpoint {path}: classes {ckpt.class_names} differ from the "
+                f"data's {trainer.class_names}"
+            )
+        load_model_state(trainer.model, ckpt.model_state, path)
+        try:
+            trainer.optimizer.load_state_dict(ckpt.state["optimizer"])
+            trainer.schedule.load_state_dict(ckpt.state["schedule"])
+            trainer.loader.load_state_dict(ckpt.state["loader"])
+            random.set_state(ckpt.state["random"])
+            trainer.partial = dict(ckpt.state["partial"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise ValueError(f"checkpoint {path}: training state does not fit: {err!r}") from err
+        trainer.epoch, trainer.step = ckpt.epoch, int(ckpt.meta["step"])
+        trainer.elapsed = float(ckpt.meta["elapsed"])
+        trainer.history = ckpt.meta["history"]
+        trainer.metrics = ckpt.meta["metrics"]
+        return trainer
+
+    # ---- training ------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Train until ``config.epochs`` epochs are done; return the held-out metrics.
+
+        Raises TrainingDiverged on a NaN/inf loss (the last checkpoint stays as it was) and
+        TrainingInterrupted on Ctrl-C (after saving the state of the last finished step).
+        """
+        self._clock_start = (time.perf_counter(), self.elapsed)
+        if self.checkpoint_path and self.step == 0 and self.partial["batches"] == 0:
+            self.save()  # a last good checkpoint exists from the start
+        while self.epoch < self.config.epochs:
+            self._train_epoch()
+            self._tick()
+            record = {
+                "epoch": self.epoch,
+                "step": self.step,
+                "lr": float(self.optimizer.lr),
+                **self._epoch_summary(),
+            }
+            record.update(
+                evaluate(self.model, self.val_set, self.config.batch_size, self.config.device)
+            )
+            self.history["epochs"].append(record)
+            self.metrics = record
+            self.partial = _fresh_partial()
+            if self.checkpoint_path:
+                self.save()
+            if self.progress:
+                tqdm.write(_describe(record, self.config.epochs))
+        return self.metrics
+
+    def _train_epoch(self) -> None:
+        """One epoch (or the rest of one); on Ctrl-C, save and raise TrainingInterrupted."""
+        total = len(self.loader)
+        bar = tqdm(
+            total=total,
+            initial=self.loader.position,
+            disable=not self.progress,
+            desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            unit="batch",
+            leave=False,
+            dynamic_ncols=True,
+        )
+        committed = (self.loader.state_dict(), random.get_state())
+        try:
+            for x, y in self.loader:
+                t0 = time.perf_counter()
+                loss, grads_ready = self.train_step(x, y)
+                with deferred_interrupts():
+                    if grads_ready:
+                        self.optimizer.step()
+                    self.schedule.step()
+                    self.step += 1
+                    self._account(loss, len(x), time.perf_counter() - t0)
+                    committed = (self.loader.state_dict(), random.get_state())
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{loss:.4f}",
+                    img_s=f"{self.partial['images'] / self.partial['seconds']:.1f}",
+                )
+            self.epoch += 1
+        except KeyboardInterrupt as err:
+            self.loader.load_state_dict(committed[0])  # forget the unfinished step
+            random.set_state(committed[1])
+            self._tick()
+            raise self._interrupted() from err
+        finally:
+            bar.close()
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
+        """Forward and backward on one batch x: (B, 3, H, W), y: (B, H, W); returns the
+        loss and whether gradients were computed (False when every pixel is ignored)."""
+        if not (y != IGNORE_INDEX).any():
+            return 0.0, False
+        logits = self.model(Tensor(to_device(x, self.config.device)))  # (B, K, H, W)
+        loss = F.cross_entropy(
+            logits, to_device(y, self.config.device), weight=self.weight, ignore_index=IGNORE_INDEX
+        )
+        value = loss.item()
+        if not math.isfinite(value):
+            where = f"epoch {self.epoch + 1}, step {self.step + 1}"
+            kept = (
+                f"; the last good checkpoint is {self.checkpoint_path}"
+                if self.checkpoint_path
+                else ""
+            )
+            raise TrainingDiverged(
+                f"training diverged: the loss is {value} at {where} "
+                f"(lr {self.config.lr:g}); try a lower learning rate "
+                f"(--lr){kept}"
+            )
+        self.optimizer.zero_grad()
+        loss.backward()
+        return value, True
+
+    def _account(self, loss: float, images: int, seconds: float) -> None:
+        self.partial["loss_sum"] += loss
+        self.partial["batches"] += 1
+        self.partial["images"] += images
+        self.partial["seconds"] += seconds
+        self.history["step_loss"].append(loss)
+
+    def _tick(self) -> None:
+        """Bring ``elapsed`` (wall seconds in fit, over all sessions) up to now."""
+        started, before = self._clock_start
+        self.elapsed = before + time.perf_counter() - started
+
+    def _epoch_summary(self) -> dict:
+        p = self.partial
+        return {
+            "train_loss": p["loss_sum"] / max(p["batches"], 1),
+            "images_per_s": p["images"] / max(p["seconds"], 1e-9),
+            "elapsed_s": self.elapsed,
+        }
+
+    def _interrupted(self) -> TrainingInterrupted:
+        if self.checkpoint_path is None:
+            return TrainingInterrupted("training interrupted (no --out, nothing saved)", None)
+        path = self.save()
+        return TrainingInterrupted(
+            f"training interrupted at epoch {self.epoch + 1}, step {self.step}; saved "
+            f"{path}; continue with: fcn-scratch train --resume {path}",
+            path,
+        )
+
+
+def _fresh_partial() -> dict:
+    return {"loss_sum": 0.0, "batches": 0, "images": 0, "seconds": 0.0}
+
+
+def _describe(record: dict, epochs: int) -> str:
+    return (
+        f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
+        f"held-out loss {record['loss']:.4f}, pixel acc {record['pixel_acc']:.4f}, "
+        f"mean IU {record['mean_iou']:.4f}, {record['images_per_s']:.1f} img/s"
+    )
