@@ -15,7 +15,8 @@ from functools import partial
 import numpy as np
 import pytest
 from cuda_emulation.emulator import Emulator, build
-from test_kernels import CONV, DTYPES, POOL, randn, shuffled_linspace
+from hypothesis import HealthCheck, given, settings
+from test_kernels import CONV, DTYPES, POOL, randn, shuffled_linspace, window_configs
 
 from fcn_scratch.kernels import cuda, launch
 from fcn_scratch.kernels import reference as ref
@@ -91,7 +92,8 @@ def test_maxpool2d_ties_keep_first_maximum(emulated, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_window_of_padding_only_reports_minus_inf(emulated, dtype):
-    """Kernel-level contract (the ops forbid such padding): -inf at index -1, as the reference."""
+    """A window made only of padding: -inf at index -1, as in the reference. (The ops allow
+    it only with dilation, e.g. kernel 2, padding 1, dilation 2 on a single row.)"""
     x = randn((1, 2, 3, 4), dtype)
     args = ((1, 1), (2, 2), (1, 1), (1, 1), (3, 3))  # the first row and column: padding only
     y, idx = emulated.maxpool2d_forward(x, *args)
@@ -99,6 +101,11 @@ def test_window_of_padding_only_reports_minus_inf(emulated, dtype):
     assert np.isneginf(y[:, :, 0, :]).all() and (idx[:, :, 0, :] == -1).all()
     np.testing.assert_array_equal(idx, idx_ref)
     np.testing.assert_array_equal(y, y_ref)
+    dy = randn(y.shape, dtype)  # index -1 is the plane's last pixel, as NumPy indexes
+    dx = emulated.maxpool2d_backward(dy, idx, (3, 4))
+    np.testing.assert_array_equal(dx, ref.maxpool2d_backward(dy, idx, (3, 4)))
+    dup = emulated.maxunpool2d_backward(x, idx)
+    np.testing.assert_array_equal(dup, ref.maxunpool2d_backward(x, idx))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -130,6 +137,43 @@ def test_non_contiguous_inputs(emulated, dtype):
     np.testing.assert_array_equal(
         emulated.maxunpool2d_forward(dy, idx, (9, 7)), ref.maxunpool2d_forward(dy, idx, (9, 7))
     )
+    np.testing.assert_array_equal(
+        emulated.maxunpool2d_backward(x, idx), ref.maxunpool2d_backward(x, idx)
+    )
+
+
+# ---- random configurations (the Numba tests' strategy) ------------------------------------
+
+# The emulator fixture is session-scoped and monkeypatch only swaps one attribute back and
+# forth, so reusing them across examples is safe.
+RANDOM = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@RANDOM
+@given(window_configs())
+def test_im2col_col2im_random_configs(emulated, config):
+    k, s, p, d, shape, out, dtype = config
+    x = randn(shape, dtype)
+    col = emulated.im2col(x, k, s, p, d, out)
+    np.testing.assert_array_equal(col, ref.im2col(x, k, s, p, d, out))
+    expected = ref.col2im(col, shape[2:], k, s, p, d, out)
+    np.testing.assert_array_equal(emulated.col2im(col, shape[2:], k, s, p, d, out), expected)
+
+
+@RANDOM
+@given(window_configs(pool=True))
+def test_pooling_random_configs(emulated, config):
+    k, s, p, d, shape, out, dtype = config
+    x = shuffled_linspace(shape, dtype)
+    y, idx = emulated.maxpool2d_forward(x, k, s, p, d, out)
+    y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    dy = randn(y.shape, dtype)
+    expected = ref.maxpool2d_backward(dy, idx, shape[2:])
+    np.testing.assert_array_equal(emulated.maxpool2d_backward(dy, idx, shape[2:]), expected)
     np.testing.assert_array_equal(
         emulated.maxunpool2d_backward(x, idx), ref.maxunpool2d_backward(x, idx)
     )
@@ -207,12 +251,13 @@ def test_unpool_bands_split_planes_unevenly():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_out_of_range_indices_are_dropped(emulated, dtype):
-    """Indices are not validated on the GPU; one outside its plane must not touch memory
-    outside it: the scatter drops its value and the gather reads 0 (still adjoint)."""
-    idx = np.random.default_rng(4).integers(-3, 15, size=(2, 3, 3, 4))  # planes of 3x4 = 12
+def test_negative_and_out_of_range_indices(emulated, dtype):
+    """An index in [-H*W, 0) counts from the end of the plane, as in the reference (NumPy
+    indexing). Indices are not validated on the GPU; one outside [-H*W, H*W) must not touch
+    memory outside its plane: the scatter drops its value and the gather reads 0."""
+    idx = np.random.default_rng(4).integers(-16, 16, size=(2, 3, 3, 4))  # planes of 3x4 = 12
     x = randn(idx.shape, dtype)
-    inside = (idx >= 0) & (idx < 12)
+    inside = (idx >= -12) & (idx < 12)
     y = emulated.maxunpool2d_forward(x, idx, (3, 4))  # (2, 3, 3, 4)
     expected = ref.maxunpool2d_forward(np.where(inside, x, 0), np.where(inside, idx, 0), (3, 4))
     np.testing.assert_array_equal(y, expected)

@@ -6,9 +6,11 @@
 // maxunpool2d_forward is a scatter-add (values with the same index are summed in raster
 // order of the pooled map); it is also the gradient of max pooling, so cuda.py's
 // maxpool2d_backward launches it too. maxunpool2d_backward is the matching gather.
-// Indices are not validated on the GPU (that would cost a sync with the host): an index
-// outside its plane is dropped by the scatter and reads 0 in the gather, never memory
-// outside the plane, and the pair stays adjoint.
+// An index k in [-H*W, 0) counts from the end of its plane, as NumPy indexing (and so the
+// reference and the Numba kernels) does: -1 is what a window made only of padding records.
+// Indices are not validated on the GPU (that would cost a sync with the host): one outside
+// [-H*W, H*W) is dropped by the scatter and reads 0 in the gather, never memory outside the
+// plane, and the pair stays adjoint.
 //
 // Every kernel walks a 64-bit flat index with a grid-stride loop, so any grid covers any
 // size (fcn_scratch/kernels/launch.py picks the grid); offsets within one plane are
@@ -82,7 +84,7 @@ __device__ void maxunpool2d_forward(const T* __restrict__ x, const long long* __
         const T* val = x + nc * P;
         const long long* at = idx + nc * P;
         for (int p = 0; p < P; ++p) {
-            const long long k = at[p];
+            const long long k = at[p] < 0 ? at[p] + (long long)H * W : at[p];
             if (lo <= k && k < hi) out[k] += val[p];
         }
     }
@@ -97,7 +99,7 @@ __device__ void maxunpool2d_backward(const T* __restrict__ dy, const long long* 
     const long long step = (long long)gridDim.x * blockDim.x;
     for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += step) {
         const long long nc = t / P;  // n*C + c
-        const long long k = idx[t];
+        const long long k = idx[t] < 0 ? idx[t] + HW : idx[t];
         dx[t] = (0 <= k && k < HW) ? dy[nc * HW + k] : T(0);
     }
 }
