@@ -281,3 +281,29 @@ def test_sgd_steps_match_cpu():
     np.testing.assert_allclose(losses_gpu, losses_cpu, rtol=1e-9)
     for p_gpu, p_cpu in zip(params_gpu, params_cpu, strict=True):
         np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_training_run_matches_cpu():
+    """fcn_scratch.train's Trainer: one short epoch of FCN-8s on each device, float32."""
+    from fcn_scratch.train import TrainConfig, Trainer
+
+    fields = dict(
+        model="fcn8s", widths=(4, 4, 8, 8, 8), fc_width=16, epochs=1, batch_size=4,
+        image_size=32, train_size=12, val_size=4, optimizer="sgd", lr=0.05, out=None,
+    )  # fmt: skip
+    runs = {}
+    for device in ("cpu", "cuda"):
+        trainer = Trainer(TrainConfig(**fields, device=device), progress=False)
+        metrics = trainer.fit()
+        params = {name: p.numpy() for name, p in trainer.model.named_parameters()}
+        runs[device] = (trainer.history["step_loss"], metrics["loss"], params)
+    (losses_cpu, held_out_cpu, params_cpu), (losses_gpu, held_out_gpu, params_gpu) = runs.values()
+    assert len(losses_cpu) == 3
+    np.testing.assert_allclose(losses_gpu, losses_cpu, rtol=1e-4)
+    np.testing.assert_allclose(held_out_gpu, held_out_cpu, rtol=1e-4)
+    assert params_gpu.keys() == params_cpu.keys()
+    for name in params_cpu:
+        np.testing.assert_allclose(
+            params_gpu[name], params_cpu[name], rtol=1e-4, atol=1e-6, err_msg=name
+        )
