@@ -2,8 +2,8 @@
 
     reference  NumPy loops: always usable
     cpu        Numba; usable when numba imports
-    cuda       CUDA C through CuPy; usable when CuPy imports, sees a device, and compiles
-               the kernels (fcn_scratch/kernels/*.cu) with NVRTC
+    cuda       CUDA C through CuPy; usable when CuPy imports, sees a device, compiles the
+               kernels (fcn_scratch/kernels/*.cu) with NVRTC and multiplies through cuBLAS
 
 Also the tools the CUDA tests use where there is no GPU: nvcc (compiles the .cu files to
 PTX) and g++ (compiles them against the CPU emulation). ``--json`` prints the same as JSON.
@@ -53,7 +53,7 @@ def numba_backend() -> dict:
 
 
 def cuda_backend() -> dict:
-    """Usable only if CuPy sees a device and the kernels compile and load."""
+    """Usable only if CuPy sees a device, the kernels compile and load, and matmul runs."""
     from fcn_scratch.device import DeviceError, import_cupy
 
     try:
@@ -75,6 +75,10 @@ def cuda_backend() -> dict:
             cuda._module().get_function(launch.kernel_name(op, "float32"))
     except Exception as err:  # NVRTC missing or failing: the message says which
         return {"usable": False, "why": f"{detail}; the kernels do not compile: {err}"}
+    try:
+        float((cupy.ones((2, 2), dtype=cupy.float32) @ cupy.ones((2, 2), dtype=cupy.float32)).sum())
+    except Exception as err:  # the GEMMs of conv go through cuBLAS
+        return {"usable": False, "why": f"{detail}; cupy.matmul (cuBLAS) fails: {err}"}
     return {"usable": True, "detail": detail}
 
 
