@@ -1,0 +1,214 @@
+"""Optimisers and schedules: parity with torch.optim step by step in float64, state_dict
+round trips through an .npz without pickle, and clear errors."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fcn_scratch import optim
+from fcn_scratch.autograd import Tensor
+
+SHAPES = [(3, 2, 3, 3), (3,), (4, 5)]
+RTOL, ATOL = 1e-12, 1e-14  # float64: only rounding-order differences are allowed
+
+
+def _params(seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return [Tensor(rng.standard_normal(s).astype(dtype), requires_grad=True) for s in SHAPES]
+
+
+def _grads(step, params):
+    """A deterministic gradient per step: of a quadratic (it depends on p) plus noise;
+    parameter 1 gets no gradient on odd steps (its update must be skipped)."""
+    rng = np.random.default_rng(100 + step)
+    out = []
+    for i, p in enumerate(params):
+        data = p.data if isinstance(p, Tensor) else p.detach().numpy()
+        g = 0.5 * data + rng.standard_normal(data.shape)
+        out.append(None if (i == 1 and step % 2) else g)
+    return out
+
+
+def _run_ours(opt, params, steps, start=0):
+    for step in range(start, start + steps):
+        for p, g in zip(params, _grads(step, params), strict=True):
+            p.grad = g
+        opt.step()
+        opt.zero_grad()
+
+
+OPTIMISERS = {
+    "sgd": ({"lr": 0.1}, {"lr": 0.1}),
+    "sgd-momentum": ({"lr": 0.05, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.9}),
+    "sgd-momentum-wd": (
+        {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2},
+        {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2},
+    ),
+    "sgd-nesterov-wd": (
+        {"lr": 0.05, "momentum": 0.8, "weight_decay": 5e-3, "nesterov": True},
+        {"lr": 0.05, "momentum": 0.8, "weight_decay": 5e-3, "nesterov": True},
+    ),
+    "adam": ({"lr": 1e-2}, {"lr": 1e-2}),
+    "adam-wd-betas": (
+        {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 1e-2},
+        {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 1e-2},
+    ),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", list(OPTIMISERS))
+def test_matches_torch_step_by_step(name, torch):
+    ours_kw, torch_kw = OPTIMISERS[name]
+    kind = "SGD" if name.startswith("sgd") else "Adam"
+    params = _params()
+    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in params]
+    ours_opt = getattr(optim, kind)(params, **ours_kw)
+    their_opt = getattr(torch.optim, kind)(theirs, **torch_kw)
+    for step in range(6):
+        for p, g in zip(params, _grads(step, params), strict=True):
+            p.grad = g
+        for p, g in zip(theirs, _grads(step, theirs), strict=True):
+            p.grad = None if g is None else torch.from_numpy(g)
+        ours_opt.step()
+        their_opt.step()
+        for i, (a, b) in enumerate(zip(params, theirs, strict=True)):
+            np.testing.assert_allclose(
+                a.data, b.detach().numpy(), rtol=RTOL, atol=ATOL, err_msg=f"step {step}, param {i}"
+            )
+        ours_opt.zero_grad()
+        their_opt.zero_grad()
+
+
+@pytest.mark.parametrize("name", list(OPTIMISERS))
+def test_state_dict_round_trip_through_npz(name, tmp_path):
+    ours_kw, _ = OPTIMISERS[name]
+    kind = getattr(optim, "SGD" if name.startswith("sgd") else "Adam")
+    straight = _params()
+    opt = kind(straight, **ours_kw)
+    _run_ours(opt, straight, 3)
+
+    copies = [Tensor(p.data.copy(), requires_grad=True) for p in straight]
+    np.savez(tmp_path / "opt.npz", **opt.state_dict())
+    with np.load(tmp_path / "opt.npz", allow_pickle=False) as f:
+        state = dict(f)
+    restored = kind(copies, lr=123.0)  # hyperparameters come back from the state too
+    restored.load_state_dict(state)
+    assert restored.lr == opt.lr
+
+    _run_ours(opt, straight, 3, start=3)
+    _run_ours(restored, copies, 3, start=3)
+    for a, b in zip(straight, copies, strict=True):
+        assert np.array_equal(a.data, b.data)
+
+
+def test_state_dict_is_a_snapshot():
+    params = _params()
+    opt = optim.SGD(params, lr=0.1, momentum=0.9)
+    _run_ours(opt, params, 1)
+    state = opt.state_dict()
+    before = state["momentum_buffer.0"].copy()
+    _run_ours(opt, params, 2, start=1)
+    assert np.array_equal(state["momentum_buffer.0"], before)
+
+
+def test_float32_parameters_stay_float32():
+    params = _params(dtype=np.float32)
+    opt = optim.Adam(params, lr=1e-2)
+    for p, g in zip(params, _grads(0, params), strict=True):
+        p.grad = None if g is None else g.astype(np.float32)
+    before = params[0].data.copy()
+    opt.step()
+    assert all(p.data.dtype == np.float32 for p in params)
+    assert not np.array_equal(before, params[0].data)
+
+
+def test_load_state_dict_errors():
+    params = _params()
+    opt = optim.Adam(params)
+    _run_ours(opt, params, 1)
+    state = opt.state_dict()
+    with pytest.raises(ValueError, match=r"'exp_avg.0' has shape \(3, 2, 3, 3\)"):
+        optim.Adam([Tensor(np.zeros((2, 2)), requires_grad=True)] * 3).load_state_dict(state)
+    with pytest.raises(ValueError, match="has 1 parameters"):
+        optim.Adam(params[:1]).load_state_dict(state)
+    with pytest.raises(KeyError, match="momentum"):
+        optim.SGD(params, lr=0.1).load_state_dict(state)
+    with pytest.raises(KeyError, match="unexpected entry 'beta1'"):
+        optim.SGD(params, lr=0.1).load_state_dict(
+            {**state, "momentum": 0.0, "nesterov": False}
+        )
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: optim.SGD([], lr=0.1), "empty parameter list"),
+        (lambda p: optim.SGD(p, lr=-1), "lr must be >= 0"),
+        (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "nesterov needs momentum"),
+        (lambda p: optim.Adam(p, betas=(0.9, 1.0)), "betas"),
+        (lambda p: optim.CosineSchedule(optim.SGD(p, lr=0.1), total_steps=0), "total_steps"),
+        (lambda p: optim.StepSchedule(optim.SGD(p, lr=0.1), step_size=0), "step_size"),
+    ],
+    ids=["empty", "negative-lr", "nesterov", "betas", "cosine-steps", "step-size"],
+)
+def test_bad_options(make, match):
+    with pytest.raises(ValueError, match=match):
+        make(_params())
+
+
+# ---- schedules ---------------------------------------------------------------------------
+
+SCHEDULES = {
+    "step": (
+        lambda o: optim.StepSchedule(o, step_size=3, gamma=0.5),
+        lambda t, o: t.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5),
+    ),
+    "cosine": (
+        lambda o: optim.CosineSchedule(o, total_steps=10, min_lr=0.01),
+        lambda t, o: t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.01),
+    ),
+    "poly": (
+        lambda o: optim.PolySchedule(o, total_steps=10, power=0.9),
+        lambda t, o: t.optim.lr_scheduler.PolynomialLR(o, total_iters=10, power=0.9),
+    ),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_schedules_match_torch(name, torch):
+    ours_make, theirs_make = SCHEDULES[name]
+    opt = optim.SGD(_params(), lr=0.2)
+    schedule = ours_make(opt)
+    their_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+    theirs = theirs_make(torch, their_opt)
+    for _ in range(10):  # torch's schedules are defined up to total_steps
+        their_opt.step()
+        theirs.step()
+        schedule.step()
+        assert opt.lr == pytest.approx(their_opt.param_groups[0]["lr"], rel=RTOL, abs=ATOL)
+
+
+def test_schedule_closed_forms_and_round_trip():
+    opt = optim.SGD(_params(), lr=1.0)
+    cosine = optim.CosineSchedule(opt, total_steps=4)
+    lrs = []
+    for _ in range(6):
+        cosine.step()
+        lrs.append(opt.lr)
+    expected = [(1 + math.cos(math.pi * min(t, 4) / 4)) / 2 for t in range(1, 7)]
+    assert lrs == pytest.approx(expected)  # held at min_lr (0) after total_steps
+
+    opt2 = optim.SGD(_params(), lr=7.0)
+    restored = optim.CosineSchedule(opt2, total_steps=4)
+    restored.load_state_dict(cosine.state_dict())
+    assert restored.t == 6 and restored.base_lr == 1.0 and opt2.lr == opt.lr
+    constant = optim.ConstantSchedule(opt2)
+    constant.step()
+    assert opt2.lr == opt.lr
+    poly = optim.PolySchedule(optim.SGD(_params(), lr=2.0), total_steps=10, power=2)
+    assert poly.lr_at(5) == pytest.approx(2.0 * 0.25) and poly.lr_at(12) == 0.0
+    with pytest.raises(KeyError, match="base_lr"):
+        poly.load_state_dict({"t": 1})
