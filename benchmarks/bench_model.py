@@ -46,12 +46,12 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     import torch
 
-    from fcn_scratch.models.torch_mirror import torch_fcn
+    from fcn_scratch.models.torch_mirror import torch_model
 
     threads = set_threads(args.threads)
     # Kaiming-initialised score layers, so that every gradient is non-zero at step one.
     model = build_model(args.model, args.classes, score_init="kaiming_normal", rng=0)
-    twin = torch_fcn(model)
+    twin = torch_model(model)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
     target = rng.integers(0, args.classes, (args.batch, args.size, args.size))

@@ -277,32 +277,29 @@ def test_whole_network_directional_gradients(name):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("size", [(37, 45), (64, 64)], ids=lambda s: f"{s[0]}x{s[1]}")
-def test_fcn8s_matches_torch(torch, size):
-    from fcn_scratch.models.torch_mirror import torch_fcn
+@pytest.mark.parametrize(
+    "name,size",
+    [("fcn8s", (37, 45)), ("fcn8s", (64, 64)), ("fcn16s", (33, 31)), ("unpool", (37, 45))],
+    ids=str,
+)
+def test_model_matches_torch(torch, name, size):
+    """Logits, loss and every parameter gradient against the same network in torch."""
+    from fcn_scratch.models.torch_mirror import torch_model
 
-    model = build_model(
-        "fcn8s",
-        4,
-        widths=(4, 6, 8, 8, 8),
-        fc_width=12,
-        score_init="kaiming_normal",
-        dtype=np.float64,
-        rng=0,
-    )
-    twin = torch_fcn(model)
+    options = dict(fc_width=12, score_init="kaiming_normal") if name != "unpool" else {}
+    model = build_model(name, 4, widths=(4, 6, 8, 8, 8), dtype=np.float64, rng=0, **options)
+    twin = torch_model(model)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, *size))
     target = rng.integers(0, 4, (2, *size))
     target[:, 0] = 255
-    loss = F.cross_entropy(model(Tensor(x)), target)
+    logits = model(Tensor(x))
+    loss = F.cross_entropy(logits, target)
     loss.backward()
     logits_t = twin(torch.from_numpy(x))
     loss_t = torch.nn.functional.cross_entropy(logits_t, torch.from_numpy(target), ignore_index=255)
     loss_t.backward()
-    np.testing.assert_allclose(
-        model(Tensor(x)).numpy(), logits_t.detach().numpy(), rtol=1e-10, atol=1e-12
-    )
+    np.testing.assert_allclose(logits.numpy(), logits_t.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(loss.item(), loss_t.item(), rtol=1e-12)
     theirs = dict(twin.named_parameters())
     assert list(theirs) == [name for name, _ in model.named_parameters()]

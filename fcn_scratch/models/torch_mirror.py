@@ -1,7 +1,7 @@
-"""PyTorch twins of the FCN models, with our weights copied in: the oracle for parity checks.
+"""PyTorch twins of our models, with our weights copied in: the oracle for parity checks.
 
 Needs torch (``pip install 'fcn-scratch[torch]'``); nothing else in the package imports
-this module. ``torch_fcn(model)`` builds a ``torch.nn.Module`` with the same layers under
+this module. ``torch_model(model)`` builds a ``torch.nn.Module`` with the same layers under
 the same names (so ``named_parameters`` keys match ours), the same frozen parameters, and a
 forward written with torch's own ops. Crop offsets are taken from our model: what this
 checks is the arithmetic of every layer, their wiring, and the gradients.
@@ -12,6 +12,7 @@ import torch
 
 from fcn_scratch import nn
 from fcn_scratch.models.fcn import FCN8s, FCN16s, FCN32s, FCNBase
+from fcn_scratch.models.unpool import UnpoolNet
 
 
 def _parameter(t, requires_grad: bool) -> torch.nn.Parameter:
@@ -54,6 +55,8 @@ def torch_layer(layer: nn.Module) -> torch.nn.Module:
         )
     elif isinstance(layer, nn.ReLU):
         return torch.nn.ReLU()
+    elif isinstance(layer, nn.MaxUnpool2d):
+        return torch.nn.MaxUnpool2d(layer.kernel_size, layer.stride, layer.padding)
     elif isinstance(layer, nn.Dropout):
         return torch.nn.Dropout(layer.p)
     elif isinstance(layer, nn.Sequential):
@@ -75,7 +78,7 @@ class TorchFCN(torch.nn.Module):
     def __init__(self, model: FCNBase) -> None:
         super().__init__()
         if not isinstance(model, (FCN32s, FCN16s, FCN8s)):
-            raise TypeError(f"torch_fcn: expected FCN32s, FCN16s or FCN8s, got {type(model)}")
+            raise TypeError(f"torch_model: expected FCN32s, FCN16s or FCN8s, got {type(model)}")
         for name, child in model.named_children():
             self.add_module(name, torch_layer(child))
         self.kind = type(model).__name__
@@ -116,6 +119,30 @@ class TorchFCN(torch.nn.Module):
         return up[..., oy : oy + H, ox : ox + W]
 
 
-def torch_fcn(model: FCNBase) -> TorchFCN:
-    """A torch copy of an FCN model (same parameter names, values and frozen flags)."""
+class TorchUnpoolNet(torch.nn.Module):
+    """UnpoolNet in torch, mirroring ``model`` layer for layer."""
+
+    def __init__(self, model: UnpoolNet) -> None:
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, torch_layer(child))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        recorded = []
+        for i in range(1, 6):
+            x = getattr(self.encoder, f"conv{i}")(x)
+            size = x.shape[-2:]
+            x, indices = getattr(self.encoder, f"pool{i}")(x)
+            recorded.append((indices, size))
+        for i in range(5, 0, -1):
+            indices, size = recorded[i - 1]
+            x = getattr(self, f"unpool{i}")(x, indices, output_size=size)
+            x = getattr(self, f"dec{i}")(x)
+        return self.score(x)
+
+
+def torch_model(model: FCNBase | UnpoolNet) -> torch.nn.Module:
+    """A torch copy of one of our models (same parameter names, values and frozen flags)."""
+    if isinstance(model, UnpoolNet):
+        return TorchUnpoolNet(model)
     return TorchFCN(model)
