@@ -84,7 +84,7 @@ class Trainer:
         if bad:
             raise TrainingDiverged(
                 f"not saving a checkpoint: parameters {bad[:3]} hold "
-                "NaN or inf; lower the learning rate (--lr)"
+                "NaN or inf; try a lower learning rate (--lr)"
             )
         meta = {
             "class_names": self.class_names,
