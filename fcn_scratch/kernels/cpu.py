@@ -15,7 +15,7 @@ processes load it instead of compiling again.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 
 @njit(cache=True)
@@ -29,13 +29,50 @@ def _valid_range(offset, stride, size, out):
     return lo, max(lo, hi)
 
 
+# The three helpers below index with unsigned integers on purpose: Numba wraps negative
+# indices (a[-1]) with a test on every access, and that test keeps LLVM from vectorising
+# the loop. Unsigned indices cannot be negative, so the loops compile to SIMD code.
+
+
+@njit(inline="always", cache=True)
+def _zero(dst, start, count):
+    """dst[start : start + count] = 0."""
+    start = uint64(start)
+    for t in range(uint64(count)):
+        dst[start + t] = 0
+
+
+@njit(inline="always", cache=True)
+def _copy(dst, d0, src, s0, step, count):
+    """dst[d0 + t] = src[s0 + t*step] for t < count."""
+    d0, s0, step = uint64(d0), uint64(s0), uint64(step)
+    if step == 1:
+        for t in range(uint64(count)):
+            dst[d0 + t] = src[s0 + t]
+    else:
+        for t in range(uint64(count)):
+            dst[d0 + t] = src[s0 + t * step]
+
+
+@njit(inline="always", cache=True)
+def _add(dst, d0, step, src, s0, count):
+    """dst[d0 + t*step] += src[s0 + t] for t < count."""
+    d0, s0, step = uint64(d0), uint64(s0), uint64(step)
+    if step == 1:
+        for t in range(uint64(count)):
+            dst[d0 + t] += src[s0 + t]
+    else:
+        for t in range(uint64(count)):
+            dst[d0 + t * step] += src[s0 + t]
+
+
 @njit(parallel=True, cache=True)
 def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
     """x: (N, C, H, W) -> col: (N, C*KH*KW, OH*OW), written in place (every element)."""
     N, C, H, W = x.shape
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        plane = x[n, c]  # (H, W)
+        plane = x[n, c].ravel()  # (H*W,)
         for i in range(KH):
             for j in range(KW):
                 out = col[n, (c * KH + i) * KW + j]  # (OH*OW,)
@@ -45,12 +82,11 @@ def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
                     h = oy * SH - PH + i * DH
                     base = oy * OW
                     if h < 0 or h >= H:
-                        out[base : base + OW] = 0
+                        _zero(out, base, OW)
                         continue
-                    out[base : base + lo] = 0
-                    for ox in range(lo, hi):
-                        out[base + ox] = plane[h, ox * SW + off_w]
-                    out[base + hi : base + OW] = 0
+                    _zero(out, base, lo)
+                    _copy(out, base + lo, plane, h * W + lo * SW + off_w, SW, hi - lo)
+                    _zero(out, base + hi, OW - hi)
 
 
 @njit(parallel=True, cache=True)
@@ -59,8 +95,8 @@ def _col2im(col, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, x):
     N, C, H, W = x.shape
     for nc in prange(N * C):
         n, c = nc // C, nc % C
-        plane = x[n, c]  # (H, W)
-        plane[:, :] = 0
+        plane = x[n, c].ravel()  # (H*W,)
+        _zero(plane, 0, H * W)
         for i in range(KH):
             for j in range(KW):
                 src = col[n, (c * KH + i) * KW + j]  # (OH*OW,)
@@ -68,11 +104,8 @@ def _col2im(col, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, x):
                 lo, hi = _valid_range(off_w, SW, W, OW)
                 for oy in range(OH):
                     h = oy * SH - PH + i * DH
-                    if h < 0 or h >= H:
-                        continue
-                    base = oy * OW
-                    for ox in range(lo, hi):
-                        plane[h, ox * SW + off_w] += src[base + ox]
+                    if 0 <= h < H:
+                        _add(plane, h * W + lo * SW + off_w, SW, src, oy * OW + lo, hi - lo)
 
 
 @njit(parallel=True, cache=True)
