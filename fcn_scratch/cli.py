@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from fcn_scratch.device import DeviceError
+
 COMMANDS = {
     "train": "train a model on synthetic shapes (or a folder of images and masks)",
     "evaluate": "evaluate a checkpoint: the four metrics and per-class IU",
@@ -41,4 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         prog=f"fcn-scratch {args.command}", description=COMMANDS[args.command]
     )
     module.add_arguments(sub)
-    return module.run(sub.parse_args(argv[1:]))
+    try:
+        return module.run(sub.parse_args(argv[1:]))
+    except DeviceError as err:  # e.g. --device cuda where CuPy or a GPU is missing
+        print(f"fcn-scratch {args.command}: {err}", file=sys.stderr)
+        return 1

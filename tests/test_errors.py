@@ -102,6 +102,11 @@ X = x4(2, 3, 8, 8)
         ),
         (lambda: F.max_pool2d(x4(1, 1, 2, 2), 3), ValueError, r"max_pool2d: output would be empty"),
         (
+            lambda: F.max_pool2d(x4(1, 1, 1, 5), 2, 2, 1, 2),
+            ValueError,
+            r"max_pool2d: the window at output row 0 covers only padding",
+        ),
+        (
             lambda: F.max_pool2d(X.astype(np.int64), 2),
             TypeError,
             r"max_pool2d: x must be float32 or float64, got dtype int64",

@@ -41,8 +41,23 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
         )
     size = (x.shape[2], x.shape[3])
     out = conv_out_size(op, size, kernel, stride, padding, dilation, ceil_mode=bool(ceil_mode))
+    _check_windows_reach_input(op, size, kernel, stride, padding, dilation, out)
     y, idx = kernels.for_array(x).maxpool2d_forward(x, kernel, stride, padding, dilation, out)
     return y, idx, PoolCtx(idx, size)
+
+
+def _check_windows_reach_input(op, size, kernel, stride, padding, dilation, out):
+    """Every window must cover at least one input cell: a window of padding alone
+    (possible with dilation) has no maximum and no index to record."""
+    for axis, (H, K, S, P, D, O) in enumerate(zip(size, kernel, stride, padding, dilation, out)):
+        for o in range(O):
+            if not any(0 <= o * S - P + i * D < H for i in range(K)):
+                raise ValueError(
+                    f"{op}: the window at output {'row' if axis == 0 else 'column'} {o} "
+                    f"covers only padding (input size {tuple(size)}, kernel_size "
+                    f"{tuple(kernel)}, stride {tuple(stride)}, padding {tuple(padding)}, "
+                    f"dilation {tuple(dilation)})"
+                )
 
 
 def max_pool2d_backward(dy, ctx):
