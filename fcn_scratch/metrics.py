@@ -97,17 +97,18 @@ class ConfusionMatrix:
         return float((truth[present] * iou[present]).sum() / total)
 
     def summary(self) -> dict:
-        """The four metrics and per-class IU as plain floats (JSON-ready).
+        """The four metrics and per-class IU as plain Python floats.
 
-        Keys: ``pixel_acc``, ``mean_acc``, ``mean_iou``, ``fw_iou`` (float, NaN when nothing
-        has been counted) and ``per_class_iou`` (list of K floats, None where undefined).
+        Keys: ``pixel_acc``, ``mean_acc``, ``mean_iou``, ``fw_iou`` (NaN when nothing has
+        been counted) and ``per_class_iou`` (list of K floats, NaN for a class absent from
+        both truth and prediction). Strict JSON has no NaN: write those as null.
         """
         return {
             "pixel_acc": self.pixel_accuracy(),
             "mean_acc": self.mean_accuracy(),
             "mean_iou": self.mean_iou(),
             "fw_iou": self.fw_iou(),
-            "per_class_iou": [None if np.isnan(v) else float(v) for v in self.iou()],
+            "per_class_iou": [float(v) for v in self.iou()],
         }
 
     def table(self, class_names: list[str] | None = None) -> str:
