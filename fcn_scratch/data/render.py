@@ -74,7 +74,7 @@ def draw_shapes(
     Slot ``s`` of image ``n`` gets label ``kind + 1`` (0 stays background). No randomness
     here: the same parameters always give the same pixels.
     """
-    n, _, h, w = images.shape
+    h, w = images.shape[2:]
     ys = (np.arange(h, dtype=np.float32) + 0.5)[None, :, None]  # (1, H, 1)
     xs = (np.arange(w, dtype=np.float32) + 0.5)[None, None, :]  # (1, 1, W)
     for s in range(params.kind.shape[1]):
@@ -82,15 +82,14 @@ def draw_shapes(
             rows = np.flatnonzero(params.kind[:, s] == k)  # images whose slot s holds kind k
             if rows.size == 0:
                 continue
-
-            def col(a, rows=rows, s=s):
-                return a[rows, s].astype(np.float32)[:, None, None]  # (B, 1, 1)
-
-            dx, dy = xs - col(params.cx), ys - col(params.cy)  # (B, 1, W), (B, H, 1)
-            cos, sin = np.cos(col(params.angle)), np.sin(col(params.angle))
+            cx, cy, angle, r = (
+                a[rows, s].astype(np.float32)[:, None, None]  # (B, 1, 1)
+                for a in (params.cx, params.cy, params.angle, params.radius)
+            )
+            dx, dy = xs - cx, ys - cy  # (B, 1, W), (B, H, 1)
+            cos, sin = np.cos(angle), np.sin(angle)
             u = dx * cos + dy * sin  # (B, H, W), rotated by -angle
             v = dy * cos - dx * sin  # (B, H, W)
-            r = col(params.radius)
             d = signed_distance(name, u, v, r)  # (B, H, W)
             alpha = np.clip(0.5 - d, 0.0, 1.0)[:, None]  # (B, 1, H, W)
             grad = params.shade[rows, s].astype(np.float32)  # (B, 2)
