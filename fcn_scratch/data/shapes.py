@@ -38,6 +38,7 @@ class ShapesDataset(ArrayDataset):
         min_shapes, max_shapes: shapes per image, drawn uniformly in this range.
         radius: area-equivalent radius range as fractions of min(H, W).
         noise: standard deviation of the Gaussian pixel noise.
+        texture: strength of the background's clouds and stripes (0: flat colour, 1: default).
     """
 
     def __init__(
@@ -51,9 +52,10 @@ class ShapesDataset(ArrayDataset):
         max_shapes: int = 4,
         radius: tuple[float, float] = (0.08, 0.2),
         noise: float = 0.04,
+        texture: float = 1.0,
     ):
         size = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-        _check_args(n, size, ignore_border, kinds, min_shapes, max_shapes, radius, noise)
+        _check_args(n, size, ignore_border, kinds, min_shapes, max_shapes, radius, noise, texture)
         self.kinds = tuple(kinds)
         self.seed = seed
         self.ignore_border = ignore_border
@@ -70,7 +72,7 @@ class ShapesDataset(ArrayDataset):
         def render(start: int, chunk_seed: np.random.SeedSequence) -> None:
             crng = np.random.default_rng(chunk_seed)
             rows = slice(start, min(start + _CHUNK, n))
-            images[rows] = background(base[rows], size, crng)
+            images[rows] = background(base[rows], size, crng, texture)
             draw_shapes(images[rows], labels[rows], _take(params, rows), self.kinds)
             images[rows] += noise * crng.standard_normal(images[rows].shape, dtype=np.float32)
             np.clip(images[rows], 0.0, 1.0, out=images[rows])
@@ -127,16 +129,19 @@ def _contrasting_colours(base: np.ndarray, slots: int, rng: np.random.Generator)
     return colour
 
 
-def background(base: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def background(
+    base: np.ndarray, size: tuple[int, int], rng: np.random.Generator, texture: float = 1.0
+) -> np.ndarray:
     """Textured backgrounds ``(N, 3, H, W)`` float32 around base colours ``base: (N, 3)``:
-    smooth colour clouds plus faint stripes of random period (4 to 16 px) and direction."""
+    smooth colour clouds (amplitude 0.12) plus faint stripes (up to 0.08) of random period
+    (4 to 16 px) and direction, both scaled by ``texture``."""
     n = base.shape[0]
     h, w = size
-    clouds = 0.12 * smooth_noise(n, size, cells=5, rng=rng)  # (N, 3, H, W)
+    clouds = (0.12 * texture) * smooth_noise(n, size, cells=5, rng=rng)  # (N, 3, H, W)
     theta = rng.uniform(0.0, np.pi, size=n)
     freq = 2 * np.pi / rng.uniform(4.0, 16.0, size=n)
     phase = rng.uniform(0.0, 2 * np.pi, size=n)
-    amp = rng.uniform(0.0, 0.08, size=(n, 3)).astype(np.float32)
+    amp = rng.uniform(0.0, 0.08 * texture, size=(n, 3)).astype(np.float32)
     ys = np.arange(h, dtype=np.float32)[None, :, None]  # (1, H, 1)
     xs = np.arange(w, dtype=np.float32)[None, None, :]  # (1, 1, W)
     kx = (freq * np.cos(theta)).astype(np.float32)[:, None, None]
@@ -157,7 +162,9 @@ def _take(params: ShapeParams, rows: slice) -> ShapeParams:
     return ShapeParams(*(getattr(params, f)[rows] for f in ShapeParams.__dataclass_fields__))
 
 
-def _check_args(n, size, ignore_border, kinds, min_shapes, max_shapes, radius, noise) -> None:
+def _check_args(
+    n, size, ignore_border, kinds, min_shapes, max_shapes, radius, noise, texture
+) -> None:
     if n < 0:
         raise ValueError(f"ShapesDataset: n must be >= 0, got {n}")
     if len(size) != 2 or min(size) < 8:
@@ -176,5 +183,7 @@ def _check_args(n, size, ignore_border, kinds, min_shapes, max_shapes, radius, n
         )
     if not 0 < radius[0] <= radius[1] <= 0.5:
         raise ValueError(f"ShapesDataset: radius must satisfy 0 < lo <= hi <= 0.5, got {radius}")
-    if noise < 0:
-        raise ValueError(f"ShapesDataset: noise must be >= 0, got {noise}")
+    if noise < 0 or texture < 0:
+        raise ValueError(
+            f"ShapesDataset: noise and texture must be >= 0, got noise={noise}, texture={texture}"
+        )
