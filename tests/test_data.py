@@ -43,6 +43,18 @@ def test_images_and_labels_have_the_documented_layout(shapes):
     assert np.array_equal(y[1], shapes.labels[1])
 
 
+def test_texture_and_noise_options():
+    flat = ShapesDataset(8, seed=2, texture=0, noise=0)
+    textured = ShapesDataset(8, seed=2)
+    for ds, flat_expected in ((flat, True), (textured, False)):
+        for image, label in zip(ds.images, ds.labels, strict=True):
+            background = image[:, label == 0]  # (3, pixels)
+            share_at_base = np.isclose(background, np.median(background, axis=1)[:, None]).all(
+                axis=0
+            ).mean()  # anti-aliased rims of shapes are labelled background too
+            assert (share_at_base > 0.95) == flat_expected
+
+
 @pytest.mark.parametrize("size", [(40, 72), (97, 33)], ids=["40x72", "97x33"])
 def test_any_image_size(size):
     ds = ShapesDataset(6, size=size, seed=0, kinds=KINDS)
