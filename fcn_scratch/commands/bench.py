@@ -173,15 +173,17 @@ def kernel_step(case: Case, a: dict, k) -> callable:
     def conv2d():
         w2, dy2 = w.reshape(w.shape[0], -1), dy.reshape(N, w.shape[0], -1)
         col = k.im2col(x, *geo, grid)  # (N, C*KH*KW, OH*OW)
-        _ = w2 @ col + b[:, None]
-        _ = ((dy2 @ col.transpose(0, 2, 1)).sum(0), dy2.sum((0, 2)))  # dw, db
-        return k.col2im(w2.T @ dy2, x.shape[2:], *geo, grid)  # dx
+        y = w2 @ col + b[:, None]  # (N, C_out, OH*OW)
+        dw = (dy2 @ col.transpose(0, 2, 1)).sum(0)  # (C_out, C*KH*KW)
+        dx = k.col2im(w2.T @ dy2, x.shape[2:], *geo, grid)  # (N, C, H, W)
+        return y, dx, dw, dy2.sum((0, 2))
 
     def conv_transpose2d():
         w2, x2 = w.reshape(C, -1), x.reshape(N, C, -1)
-        _ = k.col2im(w2.T @ x2, out, *geo, grid) + b[:, None, None]  # y
+        y = k.col2im(w2.T @ x2, out, *geo, grid) + b[:, None, None]  # (N, C_out, OH, OW)
         dcol = k.im2col(dy, *geo, grid)  # (N, C_out*KH*KW, H*W)
-        return w2 @ dcol, (x2 @ dcol.transpose(0, 2, 1)).sum(0), dy.sum((0, 2, 3))
+        dw = (x2 @ dcol.transpose(0, 2, 1)).sum(0)  # (C, C_out*KH*KW)
+        return y, w2 @ dcol, dw, dy.sum((0, 2, 3))
 
     def max_pool2d():
         _, idx = k.maxpool2d_forward(x, *geo, out)
