@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from fcn_scratch.device import import_cupy
 from fcn_scratch.kernels import reference
 from fcn_scratch.ops import conv, pool
 from fcn_scratch.ops.shapes import conv_out_size, conv_transpose_out_size
@@ -276,8 +277,6 @@ def cpu_row(case: Case, repeat: int) -> dict:
 
 def cuda_row(case: Case, repeat: int) -> dict:
     """Seconds per column on the GPU: our CUDA kernels (cupy arrays) and torch on cuda."""
-    from fcn_scratch.device import import_cupy
-
     cupy = import_cupy()
     sync = cupy.cuda.Device().synchronize
     a = make_inputs(case)
@@ -342,6 +341,8 @@ def run(args) -> int:
             f"(NUMBA_NUM_THREADS), got {threads}"
         )
         return 2
+    if args.device == "cuda":
+        import_cupy()  # raises DeviceError saying what is missing, before any output
     cases = [c for c in CASES if args.case is None or args.case in c.name]
     if not cases:
         print(f"bench: no case name contains {args.case!r}")
