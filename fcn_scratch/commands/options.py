@@ -56,6 +56,10 @@ def widths(text: str) -> tuple[int, ...]:
 
 
 def add_device(parser: argparse.ArgumentParser, default: str | None = "cpu") -> None:
+    """--device; ``default=None`` lets a command tell whether it was given (it means cpu)."""
     parser.add_argument(
-        "--device", choices=DEVICES, default=default, help="where to compute (default: %(default)s)"
+        "--device",
+        choices=DEVICES,
+        default=default,
+        help=f"where to compute (default: {default or 'cpu'})",
     )

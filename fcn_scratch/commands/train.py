@@ -46,6 +46,14 @@ OPTIONS = [
         "ignore_border",
         {"type": int_at_least(0), "help": "ignore band (label 255) around shapes, in pixels"},
     ),
+    (
+        "--fresh-data",
+        "fresh_data",
+        {
+            "action": argparse.BooleanOptionalAction,
+            "help": "new synthetic training images every epoch",
+        },
+    ),
     ("--widths", "widths", {"type": widths, "help": "backbone channels, e.g. 16,32,48,64,64"}),
     ("--fc-width", "fc_width", {"type": int_at_least(1), "help": "channels of fc6 and fc7"}),
     ("--seed", "seed", {"type": int}),

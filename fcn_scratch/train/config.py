@@ -24,7 +24,9 @@ class TrainConfig:
     """A training run. ``widths`` / ``fc_width`` size the backbone (None: the model's own
     defaults); ``data`` is a folder of images and masks (None: synthetic shapes of
     ``image_size`` with ``train_size`` / ``val_size`` images); ``ignore_border`` is the
-    width of the ignore band (label 255) around shapes, as in PASCAL VOC."""
+    width of the ignore band (label 255) around shapes, as in PASCAL VOC. With
+    ``fresh_data`` every epoch draws new synthetic images (seeded by seed and epoch), so
+    the model never sees an image twice and cannot memorise the training set."""
 
     model: str = "fcn8s"
     widths: tuple[int, ...] | None = (16, 32, 48, 64, 64)
@@ -41,6 +43,7 @@ class TrainConfig:
     train_size: int = 1024
     val_size: int = 128
     ignore_border: int = 1
+    fresh_data: bool = True
     data: str | None = None
     seed: int = 0
     device: str = "cpu"

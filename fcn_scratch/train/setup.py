@@ -8,9 +8,10 @@ from fcn_scratch.models import build_model
 from fcn_scratch.train.config import TrainConfig
 
 
-def split_seed(seed: int, split: int) -> int:
-    """Independent seeds for the training (split 0) and held-out (split 1) data."""
-    return int(np.random.SeedSequence([seed, split]).generate_state(1)[0])
+def split_seed(seed: int, *keys: int) -> int:
+    """Independent seeds for the training (keys 0), held-out (1) and epoch e's fresh
+    training data (2, e)."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
 def make_datasets(config: TrainConfig):
@@ -46,11 +47,18 @@ def split_folder(dataset, config: TrainConfig):
     return part(order[held:]), part(order[:held])
 
 
-def _shapes(config: TrainConfig, n: int, split: int) -> ShapesDataset:
+def fresh_train_set(config: TrainConfig, epoch: int) -> ShapesDataset:
+    """Epoch ``epoch``'s training images under ``fresh_data`` (epoch 0: the usual set)."""
+    if epoch == 0:
+        return _shapes(config, config.train_size, 0)
+    return _shapes(config, config.train_size, 2, epoch)
+
+
+def _shapes(config: TrainConfig, n: int, *keys: int) -> ShapesDataset:
     return ShapesDataset(
         n,
         size=config.image_size,
-        seed=split_seed(config.seed, split),
+        seed=split_seed(config.seed, *keys),
         ignore_border=config.ignore_border,
     )
 

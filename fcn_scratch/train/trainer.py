@@ -50,12 +50,15 @@ class Trainer:
     def __init__(self, config: TrainConfig, train_set=None, val_set=None, progress: bool = True):
         self.config = config.validate()
         random.manual_seed(config.seed)
+        # Fresh images every epoch only for the synthetic data this trainer makes itself.
+        self.fresh_data = config.fresh_data and config.data is None and train_set is None
         if train_set is None:
             train_set, val_set = setup.make_datasets(config)
         self.train_set, self.val_set = train_set, val_set
         self.class_names = list(train_set.class_names)
         self.model = setup.make_model(config, len(self.class_names))
         self.optimizer = setup.make_optimizer(config, self.model)
+        self._data_epoch = 0  # the epoch whose images the loader holds
         self.loader = DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed)
         self.schedule = setup.make_schedule(config, self.optimizer, len(self.loader))
         weight = setup.class_weights(config, train_set.labels, len(self.class_names))
@@ -66,7 +69,7 @@ class Trainer:
         self.elapsed = 0.0  # wall seconds spent in fit, over all sessions of the run
         self._clock_start = (time.perf_counter(), 0.0)
         self.history: dict = {"epochs": [], "step_loss": []}
-        self.partial = _fresh_partial()  # sums over the epoch in progress
+        self.partial = _empty_partial()  # sums over the epoch in progress
         self.metrics: dict | None = None
 
     # ---- checkpoints ---------------------------------------------------------------------
@@ -162,7 +165,7 @@ class Trainer:
             )
             self.history["epochs"].append(record)
             self.metrics = record
-            self.partial = _fresh_partial()
+            self.partial = _empty_partial()
             if self.checkpoint_path:
                 self.save()
             if self.progress:
@@ -171,6 +174,9 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         """One epoch (or the rest of one); on Ctrl-C, save and raise TrainingInterrupted."""
+        if self.fresh_data and self._data_epoch != self.loader.epoch:
+            self.loader.dataset = setup.fresh_train_set(self.config, self.loader.epoch)
+            self._data_epoch = self.loader.epoch
         total = len(self.loader)
         bar = tqdm(
             total=total,
@@ -264,7 +270,7 @@ class Trainer:
         )
 
 
-def _fresh_partial() -> dict:
+def _empty_partial() -> dict:
     return {"loss_sum": 0.0, "batches": 0, "images": 0, "seconds": 0.0}
 
 
