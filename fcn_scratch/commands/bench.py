@@ -358,6 +358,8 @@ def run(args) -> int:
         ratio = "-" if row["torch"] is None else f"{row['ours'] / row['torch']:.2f}"
         cells = " | ".join(fmt_ms(row[k]) for k in ("reference", "numpy", "ours", "torch"))
         print(f"| {case.name} | {cells} | {ratio} |", flush=True)
+    if args.device == "cpu":
+        print(f"\nNumba threading layer: {numba.threading_layer()}")
     return 0
 
 
