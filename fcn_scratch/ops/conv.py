@@ -82,7 +82,8 @@ def conv2d_backward(dy, ctx):
     N, C_out = dy.shape[:2]
     dy = dy.reshape(N, C_out, -1)  # (N, C_out, OH*OW)
     w2 = ctx.w.reshape(C_out, -1)  # (C_out, C_in*KH*KW)
-    dw = (dy @ ctx.col.transpose(0, 2, 1)).sum(axis=0)  # (C_out, C_in*KH*KW)
+    # col @ dy^T reads both operands in the order BLAS likes (faster than dy @ col^T).
+    dw = (ctx.col @ dy.transpose(0, 2, 1)).sum(axis=0).T  # (C_out, C_in*KH*KW)
     dcol = w2.T @ dy  # (N, C_in*KH*KW, OH*OW)
     dx = kernels.for_array(dy).col2im(dcol, ctx.in_size, *ctx.geometry, ctx.grid)
     db = dy.sum(axis=(0, 2)) if ctx.has_bias else None
