@@ -6,8 +6,10 @@ import os
 import signal
 
 import matplotlib.image
+import numba
 import numpy as np
 import pytest
+import threadpoolctl
 
 from fcn_scratch import functional
 from fcn_scratch.autograd import Tensor
@@ -42,6 +44,15 @@ TINY_FLAGS = [
     "32",
     "--no-progress",
 ]
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_limits():
+    """The commands limit BLAS and Numba threads; give other tests back what they had."""
+    numba_threads = numba.get_num_threads()
+    with threadpoolctl.threadpool_limits(limits=None):
+        yield
+    numba.set_num_threads(numba_threads)
 
 
 def tiny_config(out, **fields) -> TrainConfig:

@@ -14,13 +14,14 @@ import argparse
 import os
 import sys
 
-from fcn_scratch.commands.options import add_device, float_in, int_at_least, widths
+from fcn_scratch.commands.options import add_device, add_threads, float_in, int_at_least, widths
 from fcn_scratch.device import DeviceError
 from fcn_scratch.plots import plot_predictions
 from fcn_scratch.train import TrainConfig, Trainer, TrainingDiverged, predict, write_outputs
 from fcn_scratch.train.config import MIN_IMAGE_SIZE, MODELS, OPTIMIZERS
 from fcn_scratch.train.outputs import atomic_write, write_json
 from fcn_scratch.train.setup import make_datasets
+from fcn_scratch.train.threads import limit_threads
 
 NAMES = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s", "unpool": "Unpooling"}
 # The budget each model gets: a smaller run than the default ``train``, so that four
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", default="runs/compare")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_device(parser)
+    add_threads(parser)
 
 
 def model_list(text: str) -> list[str]:
@@ -69,6 +71,7 @@ def model_list(text: str) -> list[str]:
 
 
 def run(args) -> int:
+    limit_threads(args.threads)
     base = TrainConfig(
         epochs=args.epochs,
         train_size=args.train_size,

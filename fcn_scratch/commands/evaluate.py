@@ -7,12 +7,13 @@ checkpoint); --data evaluates on a folder of images and masks instead.
 import argparse
 import sys
 
-from fcn_scratch.commands.options import add_device, int_at_least
+from fcn_scratch.commands.options import add_device, add_threads, int_at_least
 from fcn_scratch.data import FolderDataset
 from fcn_scratch.device import DeviceError
 from fcn_scratch.train import CheckpointError, confusion, load_checkpoint
 from fcn_scratch.train.outputs import write_json
 from fcn_scratch.train.setup import make_held_out
+from fcn_scratch.train.threads import limit_threads
 
 METRIC_NAMES = (
     ("pixel_acc", "pixel acc"),
@@ -30,9 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int_at_least(1), default=16)
     parser.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     add_device(parser)
+    add_threads(parser)
 
 
 def run(args) -> int:
+    limit_threads(args.threads)
     try:
         ckpt = load_checkpoint(args.checkpoint)
         model = ckpt.build_model().to(args.device)

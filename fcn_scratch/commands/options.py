@@ -63,3 +63,13 @@ def add_device(parser: argparse.ArgumentParser, default: str | None = "cpu") -> 
         default=default,
         help=f"where to compute (default: {default or 'cpu'})",
     )
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        default=1,
+        help="threads for BLAS and the Numba kernels (default: 1; on two cores more threads "
+        "fight each other and other programs, see fcn_scratch/train/threads.py)",
+    )

@@ -10,10 +10,11 @@ import sys
 
 import numpy as np
 
-from fcn_scratch.commands.options import add_device, float_in
+from fcn_scratch.commands.options import add_device, add_threads, float_in
 from fcn_scratch.data import colorize, overlay
 from fcn_scratch.device import DeviceError
 from fcn_scratch.train import CheckpointError, load_checkpoint, predict
+from fcn_scratch.train.threads import limit_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="opacity of the colours over the image (default: %(default)s)",
     )
     add_device(parser)
+    add_threads(parser)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -58,6 +60,7 @@ def read_image(path: str) -> np.ndarray:
 
 
 def run(args) -> int:
+    limit_threads(args.threads)
     import matplotlib.image
 
     try:

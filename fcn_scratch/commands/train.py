@@ -7,7 +7,7 @@ a few minutes on a laptop CPU. --resume continues a saved run (Ctrl-C saves one)
 import argparse
 import sys
 
-from fcn_scratch.commands.options import add_device, float_in, int_at_least, widths
+from fcn_scratch.commands.options import add_device, add_threads, float_in, int_at_least, widths
 from fcn_scratch.device import DeviceError
 from fcn_scratch.train import (
     CheckpointError,
@@ -24,6 +24,7 @@ from fcn_scratch.train.config import (
     OPTIMIZERS,
     SCHEDULES,
 )
+from fcn_scratch.train.threads import limit_threads
 
 # Options that may differ from the checkpoint's when resuming.
 RESUMABLE = ("epochs", "out", "device")
@@ -77,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             flag, dest=field, default=None, help=f"{help_text} (default: {shown})", **kwargs
         )
     add_device(parser, default=None)
+    add_threads(parser)
     parser.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -103,6 +105,7 @@ def build_trainer(args) -> Trainer:
 
 
 def run(args) -> int:
+    limit_threads(args.threads)
     try:
         trainer = build_trainer(args)
     except (ValueError, DeviceError, OSError) as err:
