@@ -32,7 +32,8 @@ class ShapesDataset(ArrayDataset):
     Args:
         n: number of images.
         size: image size, an int or (H, W).
-        seed: seed of the generator that draws everything.
+        seed: seed of the generator that draws everything (an int, or a sequence of ints
+            such as (seed, epoch) for a fresh set per epoch).
         ignore_border: radius of the ignore band around every border, in pixels (0: none).
         kinds: shape kinds, a subset of ``render.KINDS`` in class order.
         min_shapes, max_shapes: shapes per image, drawn uniformly in this range.
@@ -45,7 +46,7 @@ class ShapesDataset(ArrayDataset):
         self,
         n: int,
         size: int | tuple[int, int] = 64,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         ignore_border: int = 0,
         kinds: Sequence[str] = ("circle", "square", "triangle"),
         min_shapes: int = 1,
