@@ -22,8 +22,10 @@ MIN_IMAGE_SIZE = 32  # the models' total stride: pool5 needs one whole cell of t
 @dataclass
 class TrainConfig:
     """A training run. ``widths`` / ``fc_width`` size the backbone (None: the model's own
-    defaults); ``data`` is a folder of images and masks (None: synthetic shapes of
-    ``image_size`` with ``train_size`` / ``val_size`` images); ``ignore_border`` is the
+    defaults) and ``model_kwargs`` passes any other ``build_model`` option (e.g.
+    ``{"learn_final_upsampling": True}``); ``data`` is a folder of images and masks (None:
+    synthetic shapes of ``image_size`` with ``train_size`` / ``val_size`` images;
+    ``ignore_border`` is the
     width of the ignore band (label 255) around shapes, as in PASCAL VOC. With
     ``fresh_data`` every epoch draws new synthetic images (seeded by seed and epoch), so
     the model never sees an image twice and cannot memorise the training set."""
@@ -48,7 +50,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     out: str | None = "runs/default"
-    extra: dict = field(default_factory=dict)  # free-form notes kept with the run
+    model_kwargs: dict = field(default_factory=dict)  # more build_model options
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError for the first bad field; return self when all are fine."""
@@ -84,7 +86,7 @@ class TrainConfig:
 
     def model_options(self) -> dict:
         """Keyword arguments for ``build_model`` beyond name and number of classes."""
-        options: dict = {"rng": self.seed}
+        options: dict = {"rng": self.seed, **self.model_kwargs}
         if self.widths is not None:
             options["widths"] = tuple(int(w) for w in self.widths)
         if self.fc_width is not None and self.model != "unpool":

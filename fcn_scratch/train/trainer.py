@@ -27,6 +27,7 @@ from fcn_scratch.train import setup
 from fcn_scratch.train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from fcn_scratch.train.config import TrainConfig
 from fcn_scratch.train.evaluation import evaluate
+from fcn_scratch.train.fresh import FreshShapes
 from fcn_scratch.train.interrupts import deferred_interrupts
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -51,7 +52,8 @@ class Trainer:
         self.config = config.validate()
         random.manual_seed(config.seed)
         # Fresh images every epoch only for the synthetic data this trainer makes itself.
-        self.fresh_data = config.fresh_data and config.data is None and train_set is None
+        fresh = config.fresh_data and config.data is None and train_set is None
+        self.fresh_data = FreshShapes(config) if fresh else None
         if train_set is None:
             train_set, val_set = setup.make_datasets(config)
         self.train_set, self.val_set = train_set, val_set
@@ -151,31 +153,39 @@ class Trainer:
         self._clock_start = (time.perf_counter(), self.elapsed)
         if self.checkpoint_path and self.step == 0 and self.partial["batches"] == 0:
             self.save()  # a last good checkpoint exists from the start
-        while self.epoch < self.config.epochs:
-            self._train_epoch()
-            self._tick()
-            record = {
-                "epoch": self.epoch,
-                "step": self.step,
-                "lr": float(self.optimizer.lr),
-                **self._epoch_summary(),
-            }
-            record.update(
-                evaluate(self.model, self.val_set, self.config.batch_size, self.config.device)
-            )
-            self.history["epochs"].append(record)
-            self.metrics = record
-            self.partial = _empty_partial()
-            if self.checkpoint_path:
-                self.save()
-            if self.progress:
-                tqdm.write(_describe(record, self.config.epochs))
+        try:
+            while self.epoch < self.config.epochs:
+                self._fit_epoch()
+        finally:
+            if self.fresh_data is not None:
+                self.fresh_data.close()
         return self.metrics
+
+    def _fit_epoch(self) -> None:
+        """Train one epoch, evaluate on the held-out set, record, checkpoint."""
+        self._train_epoch()
+        self._tick()
+        record = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": float(self.optimizer.lr),
+            **self._epoch_summary(),
+        }
+        record.update(
+            evaluate(self.model, self.val_set, self.config.batch_size, self.config.device)
+        )
+        self.history["epochs"].append(record)
+        self.metrics = record
+        self.partial = _empty_partial()
+        if self.checkpoint_path:
+            self.save()
+        if self.progress:
+            tqdm.write(_describe(record, self.config.epochs))
 
     def _train_epoch(self) -> None:
         """One epoch (or the rest of one); on Ctrl-C, save and raise TrainingInterrupted."""
-        if self.fresh_data and self._data_epoch != self.loader.epoch:
-            self.loader.dataset = setup.fresh_train_set(self.config, self.loader.epoch)
+        if self.fresh_data is not None and self._data_epoch != self.loader.epoch:
+            self.loader.dataset = self.fresh_data.get(self.loader.epoch)
             self._data_epoch = self.loader.epoch
         total = len(self.loader)
         bar = tqdm(
