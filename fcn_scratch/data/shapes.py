@@ -40,6 +40,8 @@ class ShapesDataset(ArrayDataset):
         radius: area-equivalent radius range as fractions of min(H, W).
         noise: standard deviation of the Gaussian pixel noise.
         texture: strength of the background's clouds and stripes (0: flat colour, 1: default).
+        workers: threads that render chunks of images (None: up to 4, one per core); the
+            result does not depend on it.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class ShapesDataset(ArrayDataset):
         radius: tuple[float, float] = (0.08, 0.2),
         noise: float = 0.04,
         texture: float = 1.0,
+        workers: int | None = None,
     ):
         size = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
         _check_args(n, size, ignore_border, kinds, min_shapes, max_shapes, radius, noise, texture)
@@ -80,7 +83,7 @@ class ShapesDataset(ArrayDataset):
             if ignore_border > 0:
                 labels[rows] = ignore_band(labels[rows], ignore_border, IGNORE_INDEX)
 
-        with ThreadPoolExecutor(_workers()) as pool:
+        with ThreadPoolExecutor(workers or _default_workers()) as pool:
             list(pool.map(render, starts, chunk_seeds))
         self.params = params
         super().__init__(images, labels, ("background", *self.kinds))
@@ -153,7 +156,7 @@ def background(
     return out  # (N, 3, H, W)
 
 
-def _workers() -> int:
+def _default_workers() -> int:
     """Threads for rendering: NumPy releases the GIL inside its loops, so chunks overlap."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(4, cores or 1))
