@@ -16,8 +16,11 @@ from fcn_scratch.autograd import Tensor
 from fcn_scratch.nn import Conv2d, MaxPool2d, Module, ReLU, Sequential
 from fcn_scratch.nn.init import RngLike, as_generator
 
-DEFAULT_WIDTHS = (16, 32, 64, 128, 128)
-DEFAULT_CONVS_PER_STAGE = (1, 1, 2, 2, 2)
+# One 3x3 conv per stage and at most 64 channels: about 14 M multiply-accumulates per 64x64
+# image for FCN-8s. On 64x64 synthetic shapes it learns as fast per step as a VGG-like
+# (1, 1, 2, 2, 2) x (16, 32, 64, 128, 128) net with a third of the arithmetic.
+DEFAULT_WIDTHS = (16, 32, 64, 64, 64)
+DEFAULT_CONVS_PER_STAGE = (1, 1, 1, 1, 1)
 NUM_STAGES = 5
 
 

@@ -77,7 +77,7 @@ class FCNBase(Module):
         in_channels: int = 3,
         widths: Sequence[int] = DEFAULT_WIDTHS,
         convs_per_stage: Sequence[int] = DEFAULT_CONVS_PER_STAGE,
-        fc_width: int = 256,
+        fc_width: int = 128,
         fc6_kernel: int = 3,
         dropout: float = 0.0,
         score_init: str = "zeros",
