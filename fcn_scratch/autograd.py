@@ -122,7 +122,10 @@ class Tensor:
             raise ValueError(
                 f"add: both tensors must be on one device, got '{self.device}' and '{other.device}'"
             )
-        return Tensor.from_op(self.data + other.data, (self, other), lambda dy: (dy, dy), "add")
+        # Each parent gets its own array: two leaves must never share one .grad.
+        return Tensor.from_op(
+            self.data + other.data, (self, other), lambda dy: (dy, dy.copy()), "add"
+        )
 
     def __mul__(self, scale: float) -> "Tensor":
         if isinstance(scale, Tensor) or not np.isscalar(scale):

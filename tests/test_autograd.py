@@ -158,3 +158,11 @@ def test_dropout_is_reproducible_and_identity_in_eval(rng):
     assert set(np.unique(a)) == {0.0, np.float32(1 / 0.75)}
     assert 0.15 < (a == 0).mean() < 0.35
     assert F.dropout(x, 0.25, training=False) is x
+
+
+def test_leaves_never_share_a_grad_array():
+    a = Tensor(np.ones(3), requires_grad=True)
+    b = Tensor(np.ones(3), requires_grad=True)
+    (a + b).sum().backward()
+    a.grad += 1  # an optimiser may update a grad in place
+    np.testing.assert_array_equal(b.grad, np.ones(3))
