@@ -14,8 +14,19 @@ first call for each dtype and caches the machine code on disk (``cache=True``), 
 processes load it instead of compiling again.
 """
 
+import os
+
+import numba
 import numpy as np
 from numba import njit, prange, uint64
+
+# Numba's default OpenMP threading layer keeps its threads spinning after each parallel loop;
+# on a few cores they steal the time of the BLAS threads running the GEMM that follows (a
+# training step measured 20x slower on 2 busy cores). The workqueue layer sleeps instead.
+# It must not be entered from two Python threads at once; fcn_scratch never does that.
+# Set NUMBA_THREADING_LAYER to choose another layer.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 @njit(cache=True)
