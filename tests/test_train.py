@@ -23,6 +23,7 @@ from fcn_scratch.train import (
     load_checkpoint,
     train,
 )
+from fcn_scratch.train import trainer as trainer_module
 from fcn_scratch.train.checkpoint import save_checkpoint
 from fcn_scratch.train.interrupts import deferred_interrupts
 
@@ -201,6 +202,29 @@ def test_resume_can_extend_the_run(tmp_path):
     trainer = Trainer.resume(str(tmp_path / "checkpoint.npz"), progress=False, epochs=2)
     trainer.fit()
     assert trainer.epoch == 2 and len(trainer.history["epochs"]) == 2
+
+
+def test_ctrl_c_during_evaluation_waits_for_the_checkpoint(tmp_path, monkeypatch):
+    straight = Trainer(tiny_config(tmp_path / "straight"), progress=False)
+    straight.fit()
+    original = trainer_module.evaluate
+
+    def evaluate_then_ctrl_c(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the epoch's end
+        return original(*args)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate_then_ctrl_c)
+    with pytest.raises(TrainingInterrupted) as info:
+        Trainer(tiny_config(tmp_path / "run"), progress=False).fit()
+    monkeypatch.undo()
+    ckpt = load_checkpoint(info.value.checkpoint)
+    assert ckpt.epoch == 1 and len(ckpt.meta["history"]["epochs"]) == 1
+    resumed = Trainer.resume(info.value.checkpoint, progress=False)
+    resumed.fit()
+    assert_same_bits(resumed.model.state_dict(), straight.model.state_dict())
+    assert [r["mean_iou"] for r in resumed.history["epochs"]] == [
+        r["mean_iou"] for r in straight.history["epochs"]
+    ]
 
 
 def test_interrupt_without_out_saves_nothing(monkeypatch):

@@ -24,7 +24,12 @@ from fcn_scratch.autograd import Tensor
 from fcn_scratch.data import IGNORE_INDEX, DataLoader
 from fcn_scratch.device import to_device
 from fcn_scratch.train import setup
-from fcn_scratch.train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from fcn_scratch.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
 from fcn_scratch.train.config import TrainConfig
 from fcn_scratch.train.evaluation import evaluate
 from fcn_scratch.train.fresh import FreshShapes
@@ -123,7 +128,7 @@ class Trainer:
         config = TrainConfig.from_dict({**ckpt.config.to_dict(), **overrides})
         trainer = cls(config, progress=progress)
         if trainer.class_names != ckpt.class_names:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {path}: classes {ckpt.class_names} differ from the "
                 f"data's {trainer.class_names}"
             )
@@ -135,7 +140,9 @@ class Trainer:
             random.set_state(ckpt.state["random"])
             trainer.partial = dict(ckpt.state["partial"])
         except (KeyError, ValueError, TypeError) as err:
-            raise ValueError(f"checkpoint {path}: training state does not fit: {err!r}") from err
+            raise CheckpointError(
+                f"checkpoint {path}: its training state does not fit: {err!r}"
+            ) from err
         trainer.epoch, trainer.step = ckpt.epoch, int(ckpt.meta["step"])
         trainer.elapsed = float(ckpt.meta["elapsed"])
         trainer.history = ckpt.meta["history"]
@@ -155,15 +162,19 @@ class Trainer:
             self.save()  # a last good checkpoint exists from the start
         try:
             while self.epoch < self.config.epochs:
-                self._fit_epoch()
+                self._train_epoch()
+                with deferred_interrupts():  # Ctrl-C waits until the epoch is recorded
+                    self._end_epoch()
+        except KeyboardInterrupt as err:
+            self._tick()
+            raise self._interrupted() from err
         finally:
             if self.fresh_data is not None:
                 self.fresh_data.close()
         return self.metrics
 
-    def _fit_epoch(self) -> None:
-        """Train one epoch, evaluate on the held-out set, record, checkpoint."""
-        self._train_epoch()
+    def _end_epoch(self) -> None:
+        """Evaluate on the held-out set, record the epoch, write the checkpoint."""
         self._tick()
         record = {
             "epoch": self.epoch,
@@ -183,7 +194,9 @@ class Trainer:
             tqdm.write(_describe(record, self.config.epochs))
 
     def _train_epoch(self) -> None:
-        """One epoch (or the rest of one); on Ctrl-C, save and raise TrainingInterrupted."""
+        """One epoch (or the rest of one). On Ctrl-C, the unfinished step is forgotten (data
+        position and dropout generator go back to the last finished step) and the
+        KeyboardInterrupt goes on to ``fit``, which saves."""
         if self.fresh_data is not None and self._data_epoch != self.loader.epoch:
             self.loader.dataset = self.fresh_data.get(self.loader.epoch)
             self._data_epoch = self.loader.epoch
@@ -215,11 +228,10 @@ class Trainer:
                     img_s=f"{self.partial['images'] / self.partial['seconds']:.1f}",
                 )
             self.epoch += 1
-        except KeyboardInterrupt as err:
+        except KeyboardInterrupt:
             self.loader.load_state_dict(committed[0])  # forget the unfinished step
             random.set_state(committed[1])
-            self._tick()
-            raise self._interrupted() from err
+            raise
         finally:
             bar.close()
 
