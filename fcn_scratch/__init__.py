@@ -1,7 +1,12 @@
 """fcn-scratch: Fully Convolutional Networks for semantic segmentation, from scratch.
 
     import fcn_scratch
-    from fcn_scratch import functional as F
+    import os
+
+# Numba's threading layer for the CPU kernels: see fcn_scratch/kernels/cpu.py for why.
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+
+from fcn_scratch import functional  # noqa: E402 as F
 
     x = fcn_scratch.Tensor(images)                      # (N, 3, H, W) float32
     loss = F.cross_entropy(model(x), labels)            # labels (N, H, W), 255 = ignore
@@ -11,9 +16,14 @@ Layers, bottom up: kernels (reference / cpu / cuda) -> ops (forward/backward pai
 -> autograd (Tensor) -> functional -> nn -> models -> data, train.
 """
 
-from fcn_scratch import functional
-from fcn_scratch.autograd import Tensor
-from fcn_scratch.gradcheck import GradcheckResult, gradcheck
+import os
+
+# Numba's threading layer for the CPU kernels: see fcn_scratch/kernels/cpu.py for why.
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+
+from fcn_scratch import functional  # noqa: E402
+from fcn_scratch.autograd import Tensor  # noqa: E402
+from fcn_scratch.gradcheck import GradcheckResult, gradcheck  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Tensor", "functional", "gradcheck", "GradcheckResult", "__version__"]

@@ -14,7 +14,6 @@ first call for each dtype and caches the machine code on disk (``cache=True``), 
 processes load it instead of compiling again.
 """
 
-import os
 
 import numba
 import numpy as np
@@ -24,8 +23,9 @@ from numba import njit, prange, uint64
 # on a few cores they steal the time of the BLAS threads running the GEMM that follows (a
 # training step measured 20x slower on 2 busy cores). The workqueue layer sleeps instead.
 # It must not be entered from two Python threads at once; fcn_scratch never does that.
-# Set NUMBA_THREADING_LAYER to choose another layer.
-if "NUMBA_THREADING_LAYER" not in os.environ:
+# ``import fcn_scratch`` sets NUMBA_THREADING_LAYER=workqueue unless it is already set;
+# this line covers a numba imported before fcn_scratch. Set the variable to choose another.
+if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
 
 
