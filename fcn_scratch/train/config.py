@@ -1,8 +1,8 @@
 """TrainConfig: every choice a training run makes, in one dataclass that round-trips JSON.
 
 The defaults are the run ``fcn-scratch train`` does with no options: FCN-8s on 64x64
-synthetic shapes, Adam with a cosine schedule, sized to reach a held-out mean IU above 0.9
-on two CPU cores in a few minutes. ``validate()`` checks every field and raises ValueError
+synthetic shapes, Adam with a cosine schedule, sized to run in a few minutes on two CPU
+cores (README, Results, gives what it reaches). ``validate()`` checks every field and raises ValueError
 naming the field, what it expected and what it got.
 """
 
