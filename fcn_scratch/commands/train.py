@@ -1,7 +1,8 @@
 """``fcn-scratch train``: train a segmentation model and write its results to --out.
 
 With no options it trains FCN-8s on synthetic shapes for a few minutes on a laptop CPU
-(the README's Results section gives the metrics it reaches). --resume continues a saved run (Ctrl-C saves one).
+(the README's Results section gives the metrics it reaches). --resume continues a saved
+run (Ctrl-C saves one).
 """
 
 import argparse
