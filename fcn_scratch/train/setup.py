@@ -60,6 +60,7 @@ def _shapes(config: TrainConfig, n: int, *keys: int) -> ShapesDataset:
         size=config.image_size,
         seed=split_seed(config.seed, *keys),
         ignore_border=config.ignore_border,
+        **config.shapes_kwargs,
     )
 
 
