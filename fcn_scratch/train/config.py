@@ -1,9 +1,9 @@
 """TrainConfig: every choice a training run makes, in one dataclass that round-trips JSON.
 
 The defaults are the run ``fcn-scratch train`` does with no options: FCN-8s on 64x64
-synthetic shapes (fresh images every epoch), Adam with a poly schedule, sized to reach a
+synthetic shapes (fresh images every epoch), Adam with a poly schedule, aimed at a
 held-out mean IU of 0.9 in under five minutes on two CPU cores (the README's Results give
-what it measured). ``validate()`` checks every field and raises ValueError naming the
+what was measured). ``validate()`` checks every field and raises ValueError naming the
 field, what it expected and what it got.
 """
 
