@@ -396,6 +396,37 @@ def test_resume_rejects_changed_options(checkpoint, capsys):
     assert "--resume continues the saved run's configuration" in capsys.readouterr().err
 
 
+def test_train_on_a_folder_of_images_and_masks(tmp_path):
+    from PIL import Image
+
+    from fcn_scratch.data import ShapesDataset
+
+    shapes = ShapesDataset(10, size=40, seed=3)
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    for i, (image, label) in enumerate(zip(shapes.images, shapes.labels)):
+        rgb = (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        Image.fromarray(rgb).save(tmp_path / "data" / "images" / f"{i}.png")
+        Image.fromarray(label).save(tmp_path / "data" / "masks" / f"{i}.png")
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        *TINY_FLAGS,
+        "--epochs",
+        "1",
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["class_names"] == ["background", "class 1", "class 2", "class 3"]
+    trainer = Trainer.resume(str(out / "checkpoint.npz"), progress=False)
+    assert (len(trainer.train_set), len(trainer.val_set)) == (8, 2)  # a fifth held out
+    assert trainer.train_set.image_size == (32, 32)  # resized to --image-size
+
+
 def test_train_rejects_a_missing_data_folder(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--no-progress"]) == 2
     assert "nowhere" in capsys.readouterr().err
