@@ -41,7 +41,7 @@ def float_in(low: float, high: float | None = None, low_open: bool = False):
 
 
 def widths(text: str) -> tuple[int, ...]:
-    """'16,32,48,64,64' -> (16, 32, 48, 64, 64): five positive channel counts."""
+    """'16,32,48,64,64' -> (16, 32, 48, 64, 64): five positive ints, one per stage."""
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:

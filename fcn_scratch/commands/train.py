@@ -57,7 +57,20 @@ OPTIONS = [
         },
     ),
     ("--widths", "widths", {"type": widths, "help": "backbone channels, e.g. 16,32,48,64,64"}),
+    (
+        "--convs-per-stage",
+        "convs_per_stage",
+        {"type": widths, "help": "3x3 convolutions in each backbone stage, e.g. 1,1,2,2,2"},
+    ),
     ("--fc-width", "fc_width", {"type": int_at_least(1), "help": "channels of fc6 and fc7"}),
+    (
+        "--learn-final-upsampling",
+        "learn_final_upsampling",
+        {
+            "action": argparse.BooleanOptionalAction,
+            "help": "train the FCNs' last (bilinear-initialised) upsampling too",
+        },
+    ),
     ("--seed", "seed", {"type": int}),
     ("--out", "out", {"metavar": "DIR", "help": "output folder"}),
     (
