@@ -17,8 +17,11 @@ def build_model(name: str, num_classes: int, **options) -> Module:
     """The model called ``name`` ('fcn32s', 'fcn16s', 'fcn8s', 'unpool').
 
     options go to its constructor: in_channels, widths, convs_per_stage, dtype, rng, and
-    for the FCNs fc_width, fc6_kernel, dropout, score_init, learn_skip_upsampling,
-    learn_final_upsampling.
+    for the FCNs backbone ('small', or 'vgg16' for the paper's networks: see
+    ``fcn.BACKBONES``), first_padding, fc_width, fc6_kernel, fc6_padding, dropout,
+    score_init, learn_skip_upsampling, learn_final_upsampling, preprocess.
+
+        build_model("fcn8s", 21, backbone="vgg16")   # the paper's FCN-8s, 134 M parameters
     """
     if name not in MODELS:
         raise ValueError(f"build_model: unknown model {name!r}, expected one of {list(MODELS)}")

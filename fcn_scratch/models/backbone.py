@@ -21,14 +21,24 @@ from fcn_scratch.nn.init import RngLike, as_generator
 # (1, 1, 2, 2, 2) x (16, 32, 64, 128, 128) net with a third of the arithmetic.
 DEFAULT_WIDTHS = (16, 32, 64, 64, 64)
 DEFAULT_CONVS_PER_STAGE = (1, 1, 1, 1, 1)
+# VGG16 (Simonyan & Zisserman's configuration D), the backbone of the paper's FCNs.
+VGG16_WIDTHS = (64, 128, 256, 512, 512)
+VGG16_CONVS_PER_STAGE = (2, 2, 3, 3, 3)
 NUM_STAGES = 5
 
 
-def conv_block(in_channels: int, width: int, count: int, dtype, rng) -> Sequential:
-    """[Conv2d(3x3, padding 1), ReLU] repeated ``count`` times: (N, C, H, W) -> (N, width, H, W)."""
+def conv_block(
+    in_channels: int, width: int, count: int, dtype, rng, first_padding: int = 1
+) -> Sequential:
+    """[Conv2d(3x3, padding 1), ReLU] repeated ``count`` times: (N, C, H, W) -> (N, width, H, W).
+
+    ``first_padding`` pads the block's first convolution differently (VGG16's FCN pads
+    conv1_1 by 100: the image then grows by 198 pixels per axis).
+    """
     layers = []
-    for _ in range(count):
-        layers += [Conv2d(in_channels, width, 3, padding=1, dtype=dtype, rng=rng), ReLU()]
+    for i in range(count):
+        padding = first_padding if i == 0 else 1
+        layers += [Conv2d(in_channels, width, 3, padding=padding, dtype=dtype, rng=rng), ReLU()]
         in_channels = width
     return Sequential(*layers)
 
@@ -43,9 +53,12 @@ def check_stages(op: str, widths: Sequence[int], convs_per_stage: Sequence[int])
 
 
 class VGGBackbone(Module):
-    """x (N, C_in, H, W) -> [pool1, ..., pool5], pool_i: (N, widths[i-1], ceil(H/2^i), ...).
+    """x (N, C_in, H, W) -> [pool1, ..., pool5], pool_i: (N, widths[i-1], ceil(H'/2^i), ...)
+    with H' = H + 2 * (first_padding - 1).
 
     ``return_indices=True`` makes every pool return (y, indices) (for unpooling decoders).
+    ``first_padding``: the padding of conv1_1 (1 keeps the size; the paper's VGG16 uses 100).
+    Conv ``conv{i}_{j}`` of the paper is ``conv{i}.{2 * (j - 1)}`` here (ReLUs in between).
     """
 
     def __init__(
@@ -54,6 +67,7 @@ class VGGBackbone(Module):
         widths: Sequence[int] = DEFAULT_WIDTHS,
         convs_per_stage: Sequence[int] = DEFAULT_CONVS_PER_STAGE,
         return_indices: bool = False,
+        first_padding: int = 1,
         dtype=np.float32,
         rng: RngLike = None,
     ) -> None:
@@ -63,7 +77,8 @@ class VGGBackbone(Module):
         self.widths = tuple(int(w) for w in widths)
         channels = in_channels
         for i, (width, count) in enumerate(zip(self.widths, convs_per_stage, strict=True), 1):
-            setattr(self, f"conv{i}", conv_block(channels, width, int(count), dtype, rng))
+            padding = first_padding if i == 1 else 1
+            setattr(self, f"conv{i}", conv_block(channels, width, int(count), dtype, rng, padding))
             setattr(
                 self, f"pool{i}", MaxPool2d(2, 2, ceil_mode=True, return_indices=return_indices)
             )

@@ -22,7 +22,13 @@ import numpy as np
 
 from fcn_scratch import functional as F
 from fcn_scratch.autograd import Tensor
-from fcn_scratch.models.backbone import DEFAULT_CONVS_PER_STAGE, DEFAULT_WIDTHS, VGGBackbone
+from fcn_scratch.models.backbone import (
+    DEFAULT_CONVS_PER_STAGE,
+    DEFAULT_WIDTHS,
+    VGG16_CONVS_PER_STAGE,
+    VGG16_WIDTHS,
+    VGGBackbone,
+)
 from fcn_scratch.models.geometry import (
     Alignment,
     CoordMap,
@@ -31,6 +37,7 @@ from fcn_scratch.models.geometry import (
     layer_map,
     output_offset,
 )
+from fcn_scratch.models.preprocess import make_preprocess
 from fcn_scratch.nn import Conv2d, ConvTranspose2d, Dropout, Module, ReLU
 from fcn_scratch.nn.init import RngLike, as_generator
 
@@ -60,54 +67,113 @@ def _crop(x: Tensor, offset: tuple[int, int], size: tuple[int, int]) -> Tensor:
     return F.crop(x, offset, size)
 
 
+# What ``backbone`` chooses when an option is left as None: the backbone's stages, the
+# padding of its first convolution, and the convolutionalised classifier (fc6, fc7).
+BACKBONES = {
+    # A small network for 64x64 synthetic shapes: "same" padding everywhere.
+    "small": {
+        "widths": DEFAULT_WIDTHS,
+        "convs_per_stage": DEFAULT_CONVS_PER_STAGE,
+        "first_padding": 1,
+        "fc_width": 128,
+        "fc6_kernel": 3,
+        "fc6_padding": 1,
+        "dropout": 0.0,
+    },
+    # The paper's: VGG16 with conv1_1 padded by 100, fc6 a 7x7 convolution without padding
+    # (VGG16's first FC layer on 512x7x7 features), fc7 1x1, both 4096 wide, dropout 0.5.
+    "vgg16": {
+        "widths": VGG16_WIDTHS,
+        "convs_per_stage": VGG16_CONVS_PER_STAGE,
+        "first_padding": 100,
+        "fc_width": 4096,
+        "fc6_kernel": 7,
+        "fc6_padding": 0,
+        "dropout": 0.5,
+    },
+}
+
+
 class FCNBase(Module):
     """Backbone and convolutionalised classifier shared by the FCN variants.
 
-    num_classes: K, including background. widths / convs_per_stage: the backbone's five
-    stages. fc_width: channels of fc6 and fc7. fc6_kernel: fc6's kernel size (padded to keep
-    the size). dropout: after fc6 and fc7, in training. score_init: 'zeros' (the paper) or
-    'kaiming_normal' for score_fr and the skip score layers. learn_skip_upsampling /
-    learn_final_upsampling: whether the bilinear upsampling kernels are trained.
-    rng: numpy Generator or int seed; the same seed builds the same model.
+    num_classes: K, including background. backbone: 'small' or 'vgg16', which gives the
+    defaults of every option below left as None (``BACKBONES``). widths /
+    convs_per_stage: the backbone's five stages. first_padding: conv1_1's padding.
+    fc_width: channels of fc6 and fc7. fc6_kernel / fc6_padding: fc6's kernel size and
+    padding (the small backbone pads it to keep the size). dropout: after fc6 and fc7, in
+    training. score_init: 'zeros' (the paper) or 'kaiming_normal' for score_fr and the skip
+    score layers. learn_skip_upsampling / learn_final_upsampling: whether the bilinear
+    upsampling kernels are trained. preprocess: None, or the options of a ``Preprocess``
+    applied to the RGB [0, 1] input first (what outside weights expect). rng: numpy
+    Generator or int seed; the same seed builds the same model.
     """
 
     def __init__(
         self,
         num_classes: int,
         in_channels: int = 3,
-        widths: Sequence[int] = DEFAULT_WIDTHS,
-        convs_per_stage: Sequence[int] = DEFAULT_CONVS_PER_STAGE,
-        fc_width: int = 128,
-        fc6_kernel: int = 3,
-        dropout: float = 0.0,
+        backbone: str = "small",
+        widths: Sequence[int] | None = None,
+        convs_per_stage: Sequence[int] | None = None,
+        first_padding: int | None = None,
+        fc_width: int | None = None,
+        fc6_kernel: int | None = None,
+        fc6_padding: int | None = None,
+        dropout: float | None = None,
         score_init: str = "zeros",
         learn_skip_upsampling: bool = True,
         learn_final_upsampling: bool = False,
+        preprocess: dict | None = None,
         dtype=np.float32,
         rng: RngLike = None,
     ) -> None:
         super().__init__()
-        if fc6_kernel < 1 or fc6_kernel % 2 == 0:
-            raise ValueError(f"{type(self).__name__}: fc6_kernel must be odd, got {fc6_kernel}")
+        name = type(self).__name__
+        if backbone not in BACKBONES:
+            raise ValueError(f"{name}: backbone must be one of {list(BACKBONES)}, got {backbone!r}")
+        given = {
+            "widths": widths,
+            "convs_per_stage": convs_per_stage,
+            "first_padding": first_padding,
+            "fc_width": fc_width,
+            "fc6_kernel": fc6_kernel,
+            "fc6_padding": fc6_padding,
+            "dropout": dropout,
+        }
+        o = {k: BACKBONES[backbone][k] if v is None else v for k, v in given.items()}
+        if o["fc6_kernel"] < 1:
+            raise ValueError(f"{name}: fc6_kernel must be positive, got {o['fc6_kernel']}")
+        if fc6_padding is None and backbone == "small":
+            if o["fc6_kernel"] % 2 == 0:
+                raise ValueError(f"{name}: fc6_kernel must be odd, got {o['fc6_kernel']}")
+            o["fc6_padding"] = o["fc6_kernel"] // 2  # keep the size
         self._rng = as_generator(rng)
+        self.backbone_name = backbone
         self.num_classes = int(num_classes)
         self.dtype = np.dtype(dtype)
         self.score_init = score_init
         self.learn_skip_upsampling = learn_skip_upsampling
         self.learn_final_upsampling = learn_final_upsampling
+        self.preprocess = make_preprocess(preprocess)
         self.backbone = VGGBackbone(
-            in_channels, widths, convs_per_stage, dtype=dtype, rng=self._rng
+            in_channels,
+            o["widths"],
+            o["convs_per_stage"],
+            first_padding=o["first_padding"],
+            dtype=dtype,
+            rng=self._rng,
         )
-        width5 = self.backbone.widths[-1]
+        width5, fc = self.backbone.widths[-1], o["fc_width"]
         self.fc6 = Conv2d(
-            width5, fc_width, fc6_kernel, padding=fc6_kernel // 2, dtype=dtype, rng=self._rng
+            width5, fc, o["fc6_kernel"], padding=o["fc6_padding"], dtype=dtype, rng=self._rng
         )
         self.relu6 = ReLU()
-        self.drop6 = Dropout(dropout)
-        self.fc7 = Conv2d(fc_width, fc_width, 1, dtype=dtype, rng=self._rng)
+        self.drop6 = Dropout(o["dropout"])
+        self.fc7 = Conv2d(fc, fc, 1, dtype=dtype, rng=self._rng)
         self.relu7 = ReLU()
-        self.drop7 = Dropout(dropout)
-        self.score_fr = self.score_layer(fc_width)
+        self.drop7 = Dropout(o["dropout"])
+        self.score_fr = self.score_layer(fc)
 
     def score_layer(self, in_channels: int) -> Conv2d:
         """A 1x1 conv from features to class scores (score_fr, score_pool4, score_pool3)."""
@@ -138,6 +204,8 @@ class FCNBase(Module):
 
     def score_coarse(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
         """Backbone features [pool1..pool5] and score_fr (N, K, ~H/32, ~W/32)."""
+        if self.preprocess is not None:
+            x = self.preprocess(x)  # (N, 3, H, W) as the weights expect
         pooled = self.backbone(x)
         h = self.drop6(self.relu6(self.fc6(pooled[-1])))
         h = self.drop7(self.relu7(self.fc7(h)))
