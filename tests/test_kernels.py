@@ -149,6 +149,53 @@ def test_maxpool2d_ties_keep_first_maximum(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 1, 2, 2), (3, 2, 4, 10)], ids=str)
+@pytest.mark.parametrize("values", ["distinct", "ties"])
+def test_maxpool2x2_fast_path_matches_reference(shape, values, dtype):
+    """2x2 windows with stride 2 that tile the input take a kernel of their own."""
+    if values == "ties":
+        x = np.random.default_rng(9).integers(0, 3, size=shape).astype(dtype)
+    else:
+        x = shuffled_linspace(shape, dtype)
+    out = (shape[2] // 2, shape[3] // 2)
+    y, idx = cpu.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), out)
+    y_ref, idx_ref = ref.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), out)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "window",
+    [((2, 2), (2, 2), (0, 0), (1, 1), (3, 3)), ((3, 3), (2, 2), (1, 1), (1, 1), (3, 3))],
+    ids=["2x2-fast", "3x3-general"],
+)
+def test_maxpool2d_nan_wins_its_window(window, dtype):
+    """As in PyTorch: a NaN anywhere in a window is the maximum (the last NaN, if several),
+    so that a diverging network cannot hide behind max pooling."""
+    x = shuffled_linspace((1, 2, 6, 6), dtype)
+    x[0, 0, 1, 1] = np.nan  # last tap of window (0, 0) of the 2x2 pooling
+    x[0, 1, 2, 3] = x[0, 1, 3, 3] = np.nan  # two NaNs in one window
+    y, idx = cpu.maxpool2d_forward(x, *window)
+    y_ref, idx_ref = ref.maxpool2d_forward(x, *window)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    assert np.isnan(y[0, 0, 0, 0]) and idx[0, 0, 0, 0] == 1 * 6 + 1
+    assert np.isnan(y[0, 1]).sum() >= 1 and 3 * 6 + 3 in idx[0, 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_backward_matches_reference_and_zeroes_infinities(dtype):
+    y = np.maximum(randn((2, 3, 5, 4), dtype), 0)
+    dy = randn(y.shape, dtype, seed=2)
+    dy[y == 0] = np.inf  # an infinite gradient where the ReLU is off must give 0, not NaN
+    dx = cpu.relu_backward(dy, y)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, ref.relu_backward(dy, y))
+    assert np.isfinite(dx).all() and (dx[y == 0] == 0).all() and (dx[y > 0] == dy[y > 0]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
 def test_maxpool2d_backward_matches_reference(k, s, p, d, shape, out, dtype):
     _, idx = ref.maxpool2d_forward(shuffled_linspace(shape, dtype), k, s, p, d, out)
@@ -288,7 +335,9 @@ def _run_all_kernels(dtype):
     dpool = cpu.maxpool2d_backward(randn(y.shape, dtype), idx, shape[2:])
     up = cpu.maxunpool2d_forward(y, idx, shape[2:])
     dup = cpu.maxunpool2d_backward(x, idx)
-    return [col, dx, y, idx, dpool, up, dup]
+    y2, idx2 = cpu.maxpool2d_forward(x[:, :, :32, :30], (2, 2), (2, 2), (0, 0), (1, 1), (16, 15))
+    drelu = cpu.relu_backward(randn(x.shape, dtype), x)
+    return [col, dx, y, idx, dpool, up, dup, y2, idx2, drelu]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -305,7 +354,16 @@ def test_bitwise_deterministic_across_calls_and_threads(dtype):
         assert a.tobytes() == b.tobytes() == c.tobytes()
 
 
-JITTED = ["_valid_range", "_im2col", "_col2im", "_maxpool2d_forward", "_scatter_add", "_gather"]
+JITTED = [
+    "_valid_range",
+    "_im2col",
+    "_col2im",
+    "_maxpool2d_forward",
+    "_maxpool2x2_forward",
+    "_scatter_add",
+    "_gather",
+    "_relu_backward",
+]
 
 PROBE = """
 import json, sys
@@ -317,8 +375,10 @@ x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
 col = cpu.im2col(x, (2, 2), (1, 1), (0, 0), (1, 1), (3, 3))
 cpu.col2im(col, (4, 4), (2, 2), (1, 1), (0, 0), (1, 1), (3, 3))
 y, idx = cpu.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), (2, 2))
+cpu.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1), (1, 1), (2, 2))
 cpu.maxpool2d_backward(y, idx, (4, 4))
 cpu.maxunpool2d_backward(x, idx)
+cpu.relu_backward(x, x)
 stats = {n: [sum(getattr(cpu, n).stats.cache_hits.values()),
              sum(getattr(cpu, n).stats.cache_misses.values())] for n in names[1:]}
 print(json.dumps({"compiled_at_import": compiled_at_import, "hits_misses": stats}))

@@ -1,32 +1,27 @@
-"""CPU kernels: the reference loops compiled with Numba, run in parallel over planes.
+"""CPU kernels: the reference loops compiled with Numba.
 
 Same functions, signatures and conventions as ``fcn_scratch.kernels.reference`` (read its
 docstring first). Each public function is a thin Python wrapper that makes its inputs
-contiguous, allocates the output and calls a ``@njit(parallel=True, cache=True)`` loop
+contiguous, allocates the output and calls an ``@njit(nogil=True, cache=True)`` loop
 function (call ``_im2col.py_func(...)`` to step through one in a debugger).
 
-Parallelism and determinism: every ``prange`` runs over disjoint ``(n, c)`` planes, so no
-two iterations write the same element, and within a plane the order of the sums is fixed.
-col2im adds the taps in the reference's order (row-major over ``(i, j)``), so its results
-equal the reference bit for bit; the max-pool backward and the unpool forward are scatter-adds
-in raster order of the pooled map. Nothing is compiled at import: Numba compiles a loop on its
-first call for each dtype and caches the machine code on disk (``cache=True``), so later
-processes load it instead of compiling again.
+The loops run on one thread and release the GIL (``nogil``): the CPU's cores are used by
+running several slices of a batch at once, one per thread (``fcn_scratch.parallel``), not
+by splitting each kernel. A kernel of a small FCN lasts tens of microseconds, too short to
+pay for waking and waiting for a pool of threads, and a waiting pool is what slows
+everything down when another program is busy on one of the cores.
+
+Determinism: within a plane the order of the sums is fixed. col2im adds the taps in the
+reference's order (row-major over ``(i, j)``), so its results equal the reference bit for
+bit; the max-pool backward and the unpool forward are scatter-adds in raster order of the
+pooled map. Nothing is compiled at import: Numba compiles a loop on its first call for each
+dtype and caches the machine code on disk (``cache=True``), so later processes load it
+instead of compiling again.
 """
 
 
-import numba
 import numpy as np
-from numba import njit, prange, uint64
-
-# Numba's default OpenMP threading layer keeps its threads spinning after each parallel loop;
-# on a few cores they steal the time of the BLAS threads running the GEMM that follows (a
-# training step measured 20x slower on 2 busy cores). The workqueue layer sleeps instead.
-# It must not be entered from two Python threads at once; fcn_scratch never does that.
-# ``import fcn_scratch`` sets NUMBA_THREADING_LAYER=workqueue unless it is already set;
-# this line covers a numba imported before fcn_scratch. Set the variable to choose another.
-if numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+from numba import njit, uint64
 
 
 @njit(cache=True)
@@ -77,11 +72,11 @@ def _add(dst, d0, step, src, s0, count):
             dst[d0 + t * step] += src[s0 + t]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
     """x: (N, C, H, W) -> col: (N, C*KH*KW, OH*OW), written in place (every element)."""
     N, C, H, W = x.shape
-    for nc in prange(N * C):
+    for nc in range(N * C):
         n, c = nc // C, nc % C
         plane = x[n, c].ravel()  # (H*W,)
         for i in range(KH):
@@ -100,11 +95,11 @@ def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
                     _zero(out, base + hi, OW - hi)
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _col2im(col, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, x):
     """col: (N, C*KH*KW, OH*OW) -> x: (N, C, H, W), summed in place into a zeroed x."""
     N, C, H, W = x.shape
-    for nc in prange(N * C):
+    for nc in range(N * C):
         n, c = nc // C, nc % C
         plane = x[n, c].ravel()  # (H*W,)
         _zero(plane, 0, H * W)
@@ -119,50 +114,90 @@ def _col2im(col, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, x):
                         _add(plane, h * W + lo * SW + off_w, SW, src, oy * OW + lo, hi - lo)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
+def _tap_range(o, stride, pad, dilation, size, taps):
+    """Taps ``t`` in ``[lo, hi)`` of output ``o`` whose input ``o*stride - pad + t*dilation``
+    lands in ``[0, size)``; the others fall into the padding."""
+    start = o * stride - pad
+    lo = max(0, (-start + dilation - 1) // dilation)
+    hi = min(taps, (size - start + dilation - 1) // dilation)
+    return lo, max(lo, hi)
+
+
+@njit(nogil=True, cache=True)
 def _maxpool2d_forward(x, KH, KW, SH, SW, PH, PW, DH, DW, y, idx):
-    """x: (N, C, H, W) -> y, idx: (N, C, OH, OW); first maximum in tap order wins."""
+    """x: (N, C, H, W) -> y, idx: (N, C, OH, OW); first maximum in tap order wins, NaN wins."""
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        plane = x[n, c]  # (H, W)
-        for oy in range(OH):
-            for ox in range(OW):
-                best = plane[0, 0]
-                best_idx = -1
-                for i in range(KH):
-                    h = oy * SH - PH + i * DH
-                    if h < 0 or h >= H:
-                        continue
-                    for j in range(KW):
-                        w = ox * SW - PW + j * DW
-                        if 0 <= w < W and (best_idx < 0 or plane[h, w] > best):
-                            best = plane[h, w]
-                            best_idx = h * W + w
-                y[n, c, oy, ox] = best if best_idx >= 0 else -np.inf
-                idx[n, c, oy, ox] = best_idx
+    for n in range(N):
+        for c in range(C):
+            plane = x[n, c]  # (H, W)
+            for oy in range(OH):
+                i_lo, i_hi = _tap_range(oy, SH, PH, DH, H, KH)
+                for ox in range(OW):
+                    j_lo, j_hi = _tap_range(ox, SW, PW, DW, W, KW)
+                    best, best_idx = -np.inf, -1  # what a window of padding alone reports
+                    for i in range(i_lo, i_hi):
+                        h = oy * SH - PH + i * DH
+                        for j in range(j_lo, j_hi):
+                            w = ox * SW - PW + j * DW
+                            v = plane[h, w]
+                            if best_idx < 0 or v > best or v != v:
+                                best, best_idx = v, h * W + w
+                    y[n, c, oy, ox] = best
+                    idx[n, c, oy, ox] = best_idx
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
+def _maxpool2x2_forward(x, y, idx):
+    """The FCN case of ``_maxpool2d_forward``: 2x2 windows, stride 2, tiling x exactly.
+
+    x: (N, C, 2*OH, 2*OW) -> y, idx: (N, C, OH, OW). The same rule, with loop bounds known
+    at compile time: LLVM unrolls the window and drops the branches, about ten times faster.
+    """
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    for n in range(N):
+        for c in range(C):
+            plane = x[n, c]  # (H, W)
+            for oy in range(OH):
+                for ox in range(OW):
+                    best, best_idx = plane[2 * oy, 2 * ox], 2 * oy * W + 2 * ox
+                    for i in range(2):
+                        for j in range(2):
+                            v = plane[2 * oy + i, 2 * ox + j]
+                            if v > best or v != v:
+                                best, best_idx = v, (2 * oy + i) * W + 2 * ox + j
+                    y[n, c, oy, ox] = best
+                    idx[n, c, oy, ox] = best_idx
+
+
+@njit(nogil=True, cache=True)
 def _scatter_add(src, idx, out):
     """out[p, idx[p, k]] += src[p, k] in order of k, into a zeroed out.
 
     src, idx: (P, L) -> out: (P, M), one plane p per row.
     """
-    for p in prange(src.shape[0]):
+    for p in range(src.shape[0]):
         row = out[p]  # (M,)
         row[:] = 0
         for k in range(src.shape[1]):
             row[idx[p, k]] += src[p, k]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def _gather(src, idx, out):
     """out[p, k] = src[p, idx[p, k]].  src: (P, M), idx: (P, L) -> out: (P, L)."""
-    for p in prange(idx.shape[0]):
+    for p in range(idx.shape[0]):
         for k in range(idx.shape[1]):
             out[p, k] = src[p, idx[p, k]]
+
+
+@njit(nogil=True, cache=True)
+def _relu_backward(dy, y, dx):
+    """dx[k] = dy[k] if y[k] > 0 else 0, over flat arrays of one length."""
+    for k in range(dy.size):
+        dx[k] = dy[k] if y[k] > 0 else 0
 
 
 def im2col(x, kernel_size, stride, padding, dilation, out_size):
@@ -201,7 +236,11 @@ def maxpool2d_forward(x, kernel_size, stride, padding, dilation, out_size):
     shape = (*x.shape[:2], *out_size)
     y = np.empty(shape, dtype=x.dtype)
     idx = np.empty(shape, dtype=np.int64)
-    _maxpool2d_forward(x, *kernel_size, *stride, *padding, *dilation, y, idx)
+    tiles_2x2 = x.shape[2:] == (2 * out_size[0], 2 * out_size[1])
+    if kernel_size == stride == (2, 2) and padding == (0, 0) and dilation == (1, 1) and tiles_2x2:
+        _maxpool2x2_forward(x, y, idx)
+    else:
+        _maxpool2d_forward(x, *kernel_size, *stride, *padding, *dilation, y, idx)
     return y, idx
 
 
@@ -239,3 +278,11 @@ def maxpool2d_backward(dy, idx, in_size):
     dy: (N, C, OH, OW), idx: same shape -> dx: (N, C, H, W), (H, W) = in_size
     """
     return maxunpool2d_forward(dy, idx, in_size)
+
+
+def relu_backward(dy, y):
+    """ReLU's gradient from its output: dx = dy where y > 0, else 0 (any shape)."""
+    dy, y = np.ascontiguousarray(dy), np.ascontiguousarray(y)
+    dx = np.empty_like(dy)
+    _relu_backward(dy.reshape(-1), y.reshape(-1), dx.reshape(-1))
+    return dx

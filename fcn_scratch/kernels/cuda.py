@@ -97,3 +97,11 @@ def maxpool2d_backward(dy, idx, in_size):
     dy: (N, C, OH, OW), idx: same shape -> dx: (N, C, H, W), (H, W) = in_size
     """
     return maxunpool2d_forward(dy, idx, in_size)
+
+
+def relu_backward(dy, y):
+    """ReLU's gradient from its output: dx = dy where y > 0, else 0 (any shape).
+
+    One elementwise select, which CuPy compiles by itself: no kernel of ours needed.
+    """
+    return import_cupy().where(y > 0, dy, dy.dtype.type(0))

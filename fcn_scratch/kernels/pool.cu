@@ -2,7 +2,8 @@
 // and reference.py.
 //
 // Indices are int64 flat offsets h*W + w into each input (H, W) plane, as in PyTorch.
-// Padded cells never win a window; ties keep the first maximum in row-major tap order.
+// Padded cells never win a window; ties keep the first maximum in row-major tap order;
+// a NaN wins (the last one, if several), as in PyTorch.
 // maxunpool2d_forward is a scatter-add (values with the same index are summed in raster
 // order of the pooled map); it is also the gradient of max pooling, so cuda.py's
 // maxpool2d_backward launches it too. maxunpool2d_backward is the matching gather.
@@ -51,7 +52,7 @@ __device__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
                 const int w = ox * SW - PW + j * DW;
                 if (w < 0 || w >= W) continue;
                 const T v = plane[h * W + w];
-                if (best_idx < 0 || v > best) {
+                if (best_idx < 0 || v > best || v != v) {  // NaN wins, as in PyTorch
                     best = v;
                     best_idx = h * W + w;
                 }

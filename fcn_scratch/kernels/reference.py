@@ -1,7 +1,7 @@
 """Reference kernels: naive NumPy loops, written to be read, never optimised.
 
 These are the oracle the fast kernels (``cpu``: Numba, ``cuda``: CUDA C) are tested
-against. Every backend module defines the same six functions with the same signatures:
+against. Every backend module defines the same seven functions with the same signatures:
 
     im2col(x, kernel_size, stride, padding, dilation, out_size) -> col
     col2im(col, in_size, kernel_size, stride, padding, dilation, out_size) -> x
@@ -9,6 +9,7 @@ against. Every backend module defines the same six functions with the same signa
     maxpool2d_backward(dy, idx, in_size) -> dx
     maxunpool2d_forward(x, idx, out_size) -> y
     maxunpool2d_backward(dy, idx) -> dx
+    relu_backward(dy, y) -> dx
 
 Conventions shared by all backends:
 
@@ -19,7 +20,8 @@ Conventions shared by all backends:
   ``(oy*SH - PH + i*DH, ox*SW - PW + j*DW)``; taps outside the image read 0.
 * Max-pool indices are int64 flat indices ``h*W + w`` into each input ``H*W`` plane
   (PyTorch's convention). Padded cells count as -inf, so they never win; ties keep the
-  first maximum in window order (row-major over the taps).
+  first maximum in window order (row-major over the taps). A NaN wins its window (the last
+  NaN, if several), as in PyTorch, so that a diverging network cannot hide one.
 * ``maxunpool2d_forward`` is a scatter-add: where two pooled cells carry the same index
   (overlapping windows), their values are summed, in raster order of the pooled map.
   That makes it exactly the adjoint of ``maxunpool2d_backward`` (a gather), and the same
@@ -107,8 +109,11 @@ def maxpool2d_forward(x, kernel_size, stride, padding, dilation, out_size):
                         for j in range(KW):
                             h = oy * SH - PH + i * DH
                             w = ox * SW - PW + j * DW
-                            if 0 <= h < H and 0 <= w < W and (best_idx < 0 or x[n, c, h, w] > best):
-                                best, best_idx = x[n, c, h, w], h * W + w
+                            if not (0 <= h < H and 0 <= w < W):
+                                continue
+                            v = x[n, c, h, w]
+                            if best_idx < 0 or v > best or np.isnan(v):
+                                best, best_idx = v, h * W + w
                     y[n, c, oy, ox] = best
                     idx[n, c, oy, ox] = best_idx
     return y, idx
@@ -155,3 +160,15 @@ def maxpool2d_backward(dy, idx, in_size):
     dy: (N, C, OH, OW), idx: same shape -> dx: (N, C, H, W), (H, W) = in_size
     """
     return maxunpool2d_forward(dy, idx, in_size)
+
+
+def relu_backward(dy, y):
+    """ReLU's gradient from its output: dx = dy where y > 0, else 0 (any shape).
+
+    A select, not ``dy * (y > 0)``: an infinite dy where y <= 0 must give 0, not NaN.
+    """
+    dx = np.zeros_like(dy)
+    for k in np.ndindex(dy.shape):
+        if y[k] > 0:
+            dx[k] = dy[k]
+    return dx

@@ -1,18 +1,21 @@
 """ReLU and dropout as stateless forward/backward pairs. Any shape; y has the shape of x."""
 
+from fcn_scratch import kernels
 from fcn_scratch.device import array_module
 from fcn_scratch.ops.shapes import check_float
 
 
 def relu_forward(x):
-    """y = max(x, 0). Returns (y, ctx), ctx the boolean mask x > 0."""
+    """y = max(x, 0) (NaN stays NaN, -inf gives 0). Returns (y, ctx), ctx = y itself:
+    x > 0 exactly where y > 0."""
     check_float("relu", "x", x)
-    mask = x > 0
-    return x * mask, mask
+    y = array_module(x).maximum(x, x.dtype.type(0))
+    return y, y
 
 
-def relu_backward(dy, mask):
-    return dy * mask
+def relu_backward(dy, y):
+    """dx = dy where y > 0, else 0 (a select, not dy * mask: inf * 0 would be NaN)."""
+    return kernels.for_array(dy).relu_backward(dy, y)
 
 
 def dropout_forward(x, p, generator):

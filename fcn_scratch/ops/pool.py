@@ -48,16 +48,23 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
 
 def _check_windows_reach_input(op, size, kernel, stride, padding, dilation, out):
     """Every window must cover at least one input cell: a window of padding alone
-    (possible with dilation) has no maximum and no index to record."""
+    (possible with dilation) has no maximum and no index to record.
+
+    Window ``o`` starts at ``s = o*S - P``; its taps ``t`` with ``0 <= s + t*D < H`` are
+    ``max(0, ceil(-s/D)) <= t < min(K, ceil((H - s)/D))``, computed for all ``o`` at once.
+    """
     for axis, (H, K, S, P, D, O) in enumerate(zip(size, kernel, stride, padding, dilation, out)):
-        for o in range(O):
-            if not any(0 <= o * S - P + i * D < H for i in range(K)):
-                raise ValueError(
-                    f"{op}: the window at output {'row' if axis == 0 else 'column'} {o} "
-                    f"covers only padding (input size {tuple(size)}, kernel_size "
-                    f"{tuple(kernel)}, stride {tuple(stride)}, padding {tuple(padding)}, "
-                    f"dilation {tuple(dilation)})"
-                )
+        start = np.arange(O, dtype=np.int64) * S - P  # (O,)
+        lo = np.maximum(0, -(start // D))
+        hi = np.minimum(K, -((start - H) // D))
+        empty = np.flatnonzero(lo >= hi)
+        if empty.size:
+            raise ValueError(
+                f"{op}: the window at output {'row' if axis == 0 else 'column'} {empty[0]} "
+                f"covers only padding (input size {tuple(size)}, kernel_size "
+                f"{tuple(kernel)}, stride {tuple(stride)}, padding {tuple(padding)}, "
+                f"dilation {tuple(dilation)})"
+            )
 
 
 def max_pool2d_backward(dy, ctx):
