@@ -1,29 +1,18 @@
 """fcn-scratch: Fully Convolutional Networks for semantic segmentation, from scratch.
 
-    import fcn_scratch
-    import os
-
-# Numba's threading layer for the CPU kernels: see fcn_scratch/kernels/cpu.py for why.
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-
-from fcn_scratch import functional  # noqa: E402 as F
-
-    x = fcn_scratch.Tensor(images)                      # (N, 3, H, W) float32
-    loss = F.cross_entropy(model(x), labels)            # labels (N, H, W), 255 = ignore
-    loss.backward()
+The paper's networks built on NumPy (CPU, with Numba kernels) and CuPy (GPU, with CUDA C
+kernels), every index of im2col, max pooling, unpooling and transposed convolution in
+plain sight and checked against reference loops and PyTorch. A training step reads as in
+PyTorch: wrap images in a ``Tensor``, call a model, take ``functional.cross_entropy`` of its
+logits against labels (255 = ignore) and call ``backward()``.
 
 Layers, bottom up: kernels (reference / cpu / cuda) -> ops (forward/backward pairs)
 -> autograd (Tensor) -> functional -> nn -> models -> data, train.
 """
 
-import os
-
-# Numba's threading layer for the CPU kernels: see fcn_scratch/kernels/cpu.py for why.
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-
-from fcn_scratch import functional  # noqa: E402
-from fcn_scratch.autograd import Tensor  # noqa: E402
-from fcn_scratch.gradcheck import GradcheckResult, gradcheck  # noqa: E402
+from fcn_scratch import functional
+from fcn_scratch.autograd import Tensor
+from fcn_scratch.gradcheck import GradcheckResult, gradcheck
 
 __version__ = "0.1.0"
 __all__ = ["Tensor", "functional", "gradcheck", "GradcheckResult", "__version__"]
