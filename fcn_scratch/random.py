@@ -2,8 +2,12 @@
 
 ``manual_seed(seed)`` makes dropout masks reproducible; ``get_state`` / ``set_state``
 capture and restore the CPU generator (a JSON-able dict), which checkpoints store so
-that a resumed run continues with the same masks.
+that a resumed run continues with the same masks. Inside ``lane_generator(seed, i)`` a
+thread draws from a generator of its own instead (``fcn_scratch.parallel``'s lanes).
 """
+
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -11,6 +15,7 @@ from fcn_scratch.device import import_cupy
 
 _seed = 0
 _generators: dict = {}
+_lane = threading.local()  # .generator: this thread's generator while in a lane
 
 
 def manual_seed(seed: int) -> None:
@@ -22,6 +27,9 @@ def manual_seed(seed: int) -> None:
 
 def generator(device: str = "cpu"):
     """The generator for ``device``: numpy.random.Generator, or cupy's on 'cuda'."""
+    lane = getattr(_lane, "generator", None)
+    if lane is not None and device == "cpu":
+        return lane
     if device not in _generators:
         if device == "cuda":
             _generators[device] = import_cupy().random.default_rng(_seed)
@@ -39,3 +47,13 @@ def set_state(state: dict) -> None:
     """Restore what get_state returned."""
     manual_seed(state["seed"])
     generator("cpu").bit_generator.state = state["cpu"]
+
+
+@contextmanager
+def lane_generator(seed: int, lane: int):
+    """In this block, this thread's CPU draws come from a generator seeded by (seed, lane)."""
+    _lane.generator = np.random.default_rng([seed, lane])
+    try:
+        yield
+    finally:
+        _lane.generator = None

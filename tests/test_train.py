@@ -6,13 +6,11 @@ import os
 import signal
 
 import matplotlib.image
-import numba
 import numpy as np
 import pytest
 import threadpoolctl
 
-from fcn_scratch import functional
-from fcn_scratch.autograd import Tensor
+from fcn_scratch import parallel
 from fcn_scratch.cli import main
 from fcn_scratch.train import (
     CheckpointError,
@@ -49,11 +47,11 @@ TINY_FLAGS = [
 
 @pytest.fixture(autouse=True)
 def keep_thread_limits():
-    """The commands limit BLAS and Numba threads; give other tests back what they had."""
-    numba_threads = numba.get_num_threads()
+    """The commands set the thread limit (lanes and BLAS); give other tests back theirs."""
+    threads = parallel.thread_count()
     with threadpoolctl.threadpool_limits(limits=None):
         yield
-    numba.set_num_threads(numba_threads)
+    parallel.limit_threads(threads)
 
 
 def tiny_config(out, **fields) -> TrainConfig:
@@ -248,16 +246,14 @@ def test_deferred_interrupt_arrives_after_the_block():
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    original = functional.cross_entropy
-    calls = []
+    original = Trainer.train_step
 
-    def poisoned(logits, target, **kwargs):
-        calls.append(1)
-        loss = original(logits, target, **kwargs)
-        # calls 1-3: epoch 1's steps, 4: its evaluation, 5: epoch 2's first step (step 4)
-        return Tensor(np.float32("nan")) if len(calls) == 5 else loss
+    def poisoned(self, x, y):
+        """Epoch 2's first batch (step 4) made of NaN images: NaN must reach the loss
+        through every layer (max pooling included) and stop the run."""
+        return original(self, np.full_like(x, np.nan) if self.step == 3 else x, y)
 
-    monkeypatch.setattr(functional, "cross_entropy", poisoned)
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
     assert main(["train", *TINY_FLAGS, "--epochs", "3", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "loss is nan at epoch 2, step 4" in err and "lower learning rate" in err

@@ -17,12 +17,12 @@ import sys
 
 from fcn_scratch.commands.options import add_device, add_threads, float_in, int_at_least, widths
 from fcn_scratch.device import DeviceError
+from fcn_scratch.parallel import limit_threads
 from fcn_scratch.plots import plot_predictions
 from fcn_scratch.train import TrainConfig, Trainer, TrainingDiverged, predict, write_outputs
 from fcn_scratch.train.config import MIN_IMAGE_SIZE, MODELS, OPTIMIZERS
 from fcn_scratch.train.outputs import atomic_write, write_json
 from fcn_scratch.train.setup import make_held_out
-from fcn_scratch.train.threads import limit_threads
 
 NAMES = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s", "unpool": "Unpooling"}
 # The budget each model gets: the default ``train`` recipe for 8 epochs instead of 30,

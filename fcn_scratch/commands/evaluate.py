@@ -10,10 +10,10 @@ import sys
 from fcn_scratch.commands.options import add_device, add_threads, int_at_least
 from fcn_scratch.data import FolderDataset
 from fcn_scratch.device import DeviceError
+from fcn_scratch.parallel import limit_threads
 from fcn_scratch.train import CheckpointError, confusion, load_checkpoint
 from fcn_scratch.train.outputs import write_json
 from fcn_scratch.train.setup import make_held_out
-from fcn_scratch.train.threads import limit_threads
 
 METRIC_NAMES = (
     ("pixel_acc", "pixel acc"),

@@ -3,6 +3,7 @@
 import argparse
 
 from fcn_scratch.device import DEVICES
+from fcn_scratch.parallel import thread_count
 
 
 def int_at_least(low: int):
@@ -69,7 +70,7 @@ def add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int_at_least(1),
-        default=1,
-        help="threads for BLAS and the Numba kernels (default: 1; on two cores more threads "
-        "fight each other and other programs, see fcn_scratch/train/threads.py)",
+        default=thread_count(),
+        help=f"threads to use: each runs a slice of every batch (default: the {thread_count()} "
+        "cores this process may use; see fcn_scratch/parallel.py)",
     )

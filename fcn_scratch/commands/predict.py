@@ -13,8 +13,8 @@ import numpy as np
 from fcn_scratch.commands.options import add_device, add_threads, float_in
 from fcn_scratch.data import colorize, overlay
 from fcn_scratch.device import DeviceError
+from fcn_scratch.parallel import limit_threads
 from fcn_scratch.train import CheckpointError, load_checkpoint, predict
-from fcn_scratch.train.threads import limit_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import sys
 
 from fcn_scratch.commands.options import add_device, add_threads, float_in, int_at_least, widths
 from fcn_scratch.device import DeviceError
+from fcn_scratch.parallel import limit_threads
 from fcn_scratch.train import (
     CheckpointError,
     TrainConfig,
@@ -25,7 +26,6 @@ from fcn_scratch.train.config import (
     OPTIMIZERS,
     SCHEDULES,
 )
-from fcn_scratch.train.threads import limit_threads
 
 # Options that may differ from the checkpoint's when resuming.
 RESUMABLE = ("epochs", "out", "device")

@@ -7,6 +7,7 @@ loss. ``predict`` returns label maps for a batch of images of any size.
 
 import math
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from fcn_scratch.autograd import Tensor
 from fcn_scratch.data import IGNORE_INDEX
 from fcn_scratch.device import to_device
 from fcn_scratch.metrics import ConfusionMatrix
+from fcn_scratch.parallel import Lanes, lane_count
 
 
 @contextmanager
@@ -38,10 +40,11 @@ def predict(model, images: np.ndarray, device: str = "cpu", batch_size: int = 16
     """images: (N, 3, H, W) float32 in [0, 1] -> labels (N, H, W) int64 (argmax of logits)."""
     out = []
     with inference(model):
+        lanes = Lanes(model, lane_count(model, device))
         for start in range(0, len(images), batch_size):
-            x = Tensor(to_device(np.ascontiguousarray(images[start : start + batch_size]), device))
-            logits = model(x).data  # (B, K, H, W)
-            out.append(to_device(logits.argmax(axis=1), "cpu"))
+            batch = np.ascontiguousarray(images[start : start + batch_size])
+            out += lanes.run(partial(_labels, device=device), batch)
+        lanes.close()
     return np.concatenate(out).astype(np.int64)  # (N, H, W)
 
 
@@ -63,15 +66,29 @@ def confusion(
     cm = ConfusionMatrix(dataset.num_classes, ignore_index=IGNORE_INDEX)
     loss_sum, pixels = 0.0, 0
     with inference(model):
+        lanes = Lanes(model, lane_count(model, device))
         for start in range(0, len(dataset), batch_size):
             x, y = dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset))))
-            logits = model(Tensor(to_device(x, device)))  # (B, K, H, W)
-            valid = int((y != IGNORE_INDEX).sum())
-            if valid:
-                loss = F.cross_entropy(
-                    logits, to_device(y, device), ignore_index=IGNORE_INDEX, reduction="sum"
-                )
-                loss_sum += loss.item()
-                pixels += valid
-            cm.update(to_device(logits.data.argmax(axis=1), "cpu"), y)
+            for labels, y_part, part_loss in lanes.run(partial(_score, device=device), x, y):
+                cm.update(labels, y_part)
+                loss_sum += part_loss
+            pixels += int((y != IGNORE_INDEX).sum())
+        lanes.close()
     return cm, (loss_sum / pixels if pixels else math.nan)
+
+
+def _labels(model, x: np.ndarray, device: str) -> np.ndarray:
+    """x: (b, 3, H, W) -> the argmax labels (b, H, W), on the host."""
+    logits = model(Tensor(to_device(x, device)))  # (b, K, H, W)
+    return to_device(logits.data.argmax(axis=1), "cpu")
+
+
+def _score(model, x: np.ndarray, y: np.ndarray, device: str) -> tuple:
+    """(argmax labels (b, H, W) on the host, y, summed loss of the valid pixels)."""
+    logits = model(Tensor(to_device(x, device)))  # (b, K, H, W)
+    loss = 0.0
+    if (y != IGNORE_INDEX).any():
+        loss = F.cross_entropy(
+            logits, to_device(y, device), ignore_index=IGNORE_INDEX, reduction="sum"
+        ).item()
+    return to_device(logits.data.argmax(axis=1), "cpu"), y, loss

@@ -14,6 +14,7 @@ same bits as a run that was never stopped.
 import math
 import os
 import time
+from functools import partial
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,6 +24,7 @@ from fcn_scratch import random
 from fcn_scratch.autograd import Tensor
 from fcn_scratch.data import IGNORE_INDEX, DataLoader
 from fcn_scratch.device import to_device
+from fcn_scratch.parallel import Lanes, lane_count
 from fcn_scratch.train import setup
 from fcn_scratch.train.checkpoint import (
     CheckpointError,
@@ -69,7 +71,9 @@ class Trainer:
         self.loader = DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed)
         self.schedule = setup.make_schedule(config, self.optimizer, len(self.loader))
         weight = setup.class_weights(config, train_set.labels, len(self.class_names))
+        self.host_weight = weight  # (K,) float32 or None
         self.weight = None if weight is None else to_device(weight, config.device)
+        self.lanes = Lanes(self.model, lane_count(self.model, config.device))
         self.progress = progress
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps taken
@@ -237,14 +241,17 @@ class Trainer:
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
         """Forward and backward on one batch x: (B, 3, H, W), y: (B, H, W); returns the
-        loss and whether gradients were computed (False when every pixel is ignored)."""
-        if not (y != IGNORE_INDEX).any():
+        loss and whether gradients were computed (False when every pixel is ignored).
+
+        The batch is split across the lanes (``fcn_scratch.parallel``); each lane's loss is
+        its share of the batch's mean, so the lanes' gradients add up to the batch's."""
+        valid = y != IGNORE_INDEX
+        if not valid.any():
             return 0.0, False
-        logits = self.model(Tensor(to_device(x, self.config.device)))  # (B, K, H, W)
-        loss = F.cross_entropy(
-            logits, to_device(y, self.config.device), weight=self.weight, ignore_index=IGNORE_INDEX
-        )
-        value = loss.item()
+        total = valid.sum() if self.host_weight is None else self.host_weight[y[valid]].sum()
+        self.optimizer.zero_grad()
+        losses = self.lanes.run(partial(self._lane_step, scale=1.0 / float(total)), x, y)
+        value = float(sum(losses))
         if not math.isfinite(value):
             where = f"epoch {self.epoch + 1}, step {self.step + 1}"
             kept = (
@@ -257,9 +264,26 @@ class Trainer:
                 f"(lr {self.config.lr:g}); try a lower learning rate "
                 f"(--lr){kept}"
             )
-        self.optimizer.zero_grad()
-        loss.backward()
+        self.lanes.reduce_grads()
         return value, True
+
+    def _lane_step(self, model, x: np.ndarray, y: np.ndarray, scale: float) -> float:
+        """One lane's part of a step: loss summed over its pixels times ``scale``, and its
+        backward (skipped when the loss is not finite: the step will be refused)."""
+        device = self.config.device
+        logits = model(Tensor(to_device(x, device)))  # (b, K, H, W)
+        loss = F.cross_entropy(
+            logits,
+            to_device(y, device),
+            weight=self.weight,
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        loss = loss * scale
+        value = loss.item()
+        if math.isfinite(value):
+            loss.backward()
+        return value
 
     def _account(self, loss: float, images: int, seconds: float) -> None:
         self.partial["loss_sum"] += loss

@@ -1,0 +1,154 @@
+"""Threads on the CPU: a batch split into slices ("lanes"), each run by its own thread.
+
+    limit_threads(2)                      # what --threads sets; default: every core we may use
+    lanes = Lanes(model, lane_count(model, "cpu"))
+    losses = lanes.run(step, images, labels)   # step(model_i, images_i, labels_i) per lane
+    lanes.reduce_grads()                  # the replicas' gradients added to the model's
+
+Every lane runs the whole model on its slice of the batch, with the single-threaded Numba
+kernels and a single-threaded BLAS. Both release the GIL, so the lanes compute side by side
+on separate cores; only the few microseconds of Python per op take turns. This is how the
+package uses several cores, instead of splitting each kernel and each GEMM across a pool of
+threads: the kernels of a small FCN last tens of microseconds, too short to pay for waking
+a pool and waiting for its slowest thread, and a pool that waits (spinning) for a thread
+the operating system has put aside for another busy program turns a 60 ms step into
+seconds. A lane that is put aside only delays its own slice.
+
+Lane 0 runs on the model itself, in the calling thread; lane i > 0 runs on a replica whose
+parameters share the model's arrays but keep their own ``.grad``. ``reduce_grads`` adds the
+replicas' gradients to the model's in lane order, and each lane draws dropout masks from a
+generator of its own (seeded from the global one), so a run's results depend on the number
+of lanes but never on how the threads happened to be scheduled.
+
+Work that cannot be split (a batch of one image, or training a model with batch norm, whose
+statistics are taken over the whole batch) runs in one lane, with BLAS using every thread.
+"""
+
+import copy
+import os
+from concurrent.futures import ThreadPoolExecutor, wait
+from functools import cache
+
+import numpy as np
+import threadpoolctl
+
+from fcn_scratch import random
+
+_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def limit_threads(n: int) -> None:
+    """Use at most ``n`` threads from now on: ``n`` lanes, or BLAS with ``n`` threads where
+    the work is one lane."""
+    global _threads
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"limit_threads: n must be an int >= 1, got {n!r}")
+    _threads = n
+    _blas().limit(limits=n)
+
+
+def thread_count() -> int:
+    """The number of threads the package may use (``limit_threads``; default: all cores)."""
+    return _threads
+
+
+def lane_count(model, device: str) -> int:
+    """How many lanes a training step of ``model`` on ``device`` may use.
+
+    One on CUDA (the GPU is parallel already) and for models with batch norm in training
+    (their statistics must see the whole batch); ``thread_count()`` otherwise.
+    """
+    batch_statistics = any(hasattr(m, "running_mean") for m in model.modules())
+    if device != "cpu" or (batch_statistics and model.training):
+        return 1
+    return thread_count()
+
+
+class Lanes:
+    """Runs a function of (model, slice of a batch) in up to ``count`` threads at once."""
+
+    def __init__(self, model, count: int):
+        if count < 1:
+            raise ValueError(f"Lanes: count must be >= 1, got {count}")
+        self.model = model
+        self.replicas = [model] + [replicate(model) for _ in range(count - 1)]
+        self._pool = ThreadPoolExecutor(count - 1, "lane") if count > 1 else None
+        self._used = 1
+
+    @property
+    def count(self) -> int:
+        return len(self.replicas)
+
+    def run(self, fn, *arrays) -> list:
+        """``[fn(model_i, *slices_i) for each lane i]``, computed at once, in lane order.
+
+        arrays: batches (first axis N) cut into ``min(count, N)`` contiguous slices of
+        near-equal size. Replicas see the model's current parameters and mode.
+        """
+        n = len(arrays[0])
+        used = max(1, min(self.count, n))
+        self._used = used
+        if used == 1:
+            return [fn(self.model, *arrays)]
+        bounds = np.linspace(0, n, used + 1).round().astype(int)
+        parts = [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self._sync(used)
+        seed = int(random.generator("cpu").integers(2**63))
+        lane = _in_lane(fn, seed)
+        with _blas().limit(limits=1):
+            futures = [
+                self._pool.submit(lane, i, self.replicas[i], *parts[i]) for i in range(1, used)
+            ]
+            try:
+                first = lane(0, self.model, *parts[0])
+                return [first, *(f.result() for f in futures)]
+            finally:
+                wait(futures)  # no lane may still be running when the caller goes on
+
+    def reduce_grads(self) -> None:
+        """Add the gradients of the replicas used by the last ``run`` to the model's."""
+        for i in range(1, self._used):
+            for p, r in zip(self.model.parameters(), self.replicas[i].parameters()):
+                if r.grad is not None:
+                    p.grad = r.grad if p.grad is None else p.grad + r.grad
+                    r.grad = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def _sync(self, used: int) -> None:
+        """Point the replicas at the model's current arrays, flags and mode."""
+        params = list(self.model.parameters())
+        for replica in self.replicas[1:used]:
+            replica.train(self.model.training)
+            for p, r in zip(params, replica.parameters()):
+                r.data, r.requires_grad, r.grad = p.data, p.requires_grad, None
+
+
+@cache
+def _blas() -> threadpoolctl.ThreadpoolController:
+    """The BLAS libraries loaded in this process (found once: the search reads /proc)."""
+    return threadpoolctl.ThreadpoolController().select(user_api="blas")
+
+
+def replicate(model):
+    """A copy of ``model`` whose parameters and other arrays are the model's own arrays."""
+    memo = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, np.ndarray):
+                memo[id(value)] = value
+    for p in model.parameters():
+        memo[id(p.data)] = p.data
+    return copy.deepcopy(model, memo)
+
+
+def _in_lane(fn, seed: int):
+    """``fn`` run as lane i: dropout in this thread draws from the generator (seed, i)."""
+
+    def lane(i, model, *arrays):
+        with random.lane_generator(seed, i):
+            return fn(model, *arrays)
+
+    return lane

@@ -1,0 +1,125 @@
+"""Lanes: a batch split across threads gives the batch's gradients, deterministically."""
+
+import numpy as np
+import pytest
+
+from fcn_scratch import Tensor, parallel
+from fcn_scratch import functional as F
+from fcn_scratch.models import build_model
+from fcn_scratch.train import TrainConfig, Trainer
+from fcn_scratch.train.evaluation import confusion, predict
+
+SMALL = dict(widths=(4, 4, 8, 8, 8), convs_per_stage=(1, 1, 1, 1, 1), fc_width=8)
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_limit():
+    threads = parallel.thread_count()
+    yield
+    parallel.limit_threads(threads)
+
+
+def batch(n=6, size=32, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 3, size, size), dtype=np.float32)
+    y = rng.integers(0, classes, (n, size, size))
+    y[0, :5] = 255  # some ignored pixels
+    return x, y
+
+
+def grads_of(trainer, x, y):
+    loss, _ = trainer.train_step(x, y)
+    return loss, {n: p.grad.copy() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+def trainer_with(lanes: int, **fields) -> Trainer:
+    parallel.limit_threads(lanes)
+    config = TrainConfig(
+        out=None, train_size=8, val_size=4, image_size=32, batch_size=6, **SMALL, **fields
+    )
+    return Trainer(config, progress=False)
+
+
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_lanes_give_the_whole_batch_gradient(lanes):
+    x, y = batch()
+    one = trainer_with(1)
+    assert one.lanes.count == 1
+    loss_one, grads_one = grads_of(one, x, y)
+    many = trainer_with(lanes)
+    assert many.lanes.count == lanes
+    loss_many, grads_many = grads_of(many, x, y)
+    assert grads_one.keys() == grads_many.keys() and grads_one
+    np.testing.assert_allclose(loss_many, loss_one, rtol=1e-5)
+    for name, g in grads_one.items():
+        scale = np.abs(g).max() + 1e-12
+        np.testing.assert_allclose(grads_many[name], g, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+
+
+def test_lanes_match_a_plain_mean_loss():
+    """The lanes' summed shares equal cross_entropy's 'mean' over the batch (class weights too)."""
+    x, y = batch(seed=3)
+    trainer = trainer_with(2, class_weights="median_freq")
+    model = trainer.model
+    loss_lanes, grads = grads_of(trainer, x, y)
+    model.zero_grad()
+    loss = F.cross_entropy(model(Tensor(x)), y, weight=trainer.weight, ignore_index=255)
+    loss.backward()
+    np.testing.assert_allclose(loss_lanes, loss.item(), rtol=1e-5)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            scale = np.abs(p.grad).max() + 1e-12
+            np.testing.assert_allclose(grads[name], p.grad, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_lanes_are_bitwise_deterministic_with_dropout():
+    """Two runs with two lanes and dropout: the same bits (each lane has its own generator)."""
+    results = []
+    for _ in range(2):
+        trainer = trainer_with(2, epochs=1, model_kwargs={"dropout": 0.5})
+        trainer.fit()
+        results.append({n: p.data.copy() for n, p in trainer.model.named_parameters()})
+    for name in results[0]:
+        assert results[0][name].tobytes() == results[1][name].tobytes(), name
+
+
+def test_more_lanes_than_images_and_replicas_share_arrays():
+    model = build_model("fcn8s", 3, rng=0, **SMALL)
+    lanes = parallel.Lanes(model, 4)
+    replica = lanes.replicas[1]
+    for p, r in zip(model.parameters(), replica.parameters()):
+        assert r is not p and r.data is p.data
+    x, _ = batch(n=2)
+    sizes = lanes.run(lambda m, part: len(part), x)
+    assert sizes == [1, 1]  # two images: two lanes used
+    lanes.close()
+
+
+def test_evaluation_and_prediction_do_not_depend_on_lanes():
+    model = build_model("fcn16s", 4, rng=1, **SMALL)
+    x, y = batch(n=5, seed=4)
+
+    class Data:
+        num_classes = 4
+
+        def __len__(self):
+            return len(x)
+
+        def get_batch(self, idx):
+            return x[idx], y[idx]
+
+    parallel.limit_threads(1)
+    cm_one, loss_one = confusion(model, Data(), batch_size=5)
+    labels_one = predict(model, x, batch_size=5)
+    parallel.limit_threads(2)
+    cm_two, loss_two = confusion(model, Data(), batch_size=5)
+    labels_two = predict(model, x, batch_size=5)
+    np.testing.assert_array_equal(cm_one.matrix, cm_two.matrix)
+    np.testing.assert_array_equal(labels_one, labels_two)
+    np.testing.assert_allclose(loss_two, loss_one, rtol=1e-5)
+
+
+def test_limit_threads_rejects_bad_counts():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="limit_threads: n must be an int >= 1"):
+            parallel.limit_threads(bad)
