@@ -28,7 +28,11 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1) -> Tensor:
     x, w = as_tensor(x), as_tensor(w)
     parents = (x, w) if b is None else (x, w, as_tensor(b))
     y, ctx = conv.conv2d_forward(x.data, w.data, _data(b), stride, padding, dilation)
-    return Tensor.from_op(y, parents, lambda dy: conv.conv2d_backward(dy, ctx), "conv2d")
+
+    def backward(dy):
+        return conv.conv2d_backward(dy, ctx, x.requires_grad, w.requires_grad)
+
+    return Tensor.from_op(y, parents, backward, "conv2d")
 
 
 def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1) -> Tensor:
@@ -38,9 +42,11 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
     y, ctx = conv.conv_transpose2d_forward(
         x.data, w.data, _data(b), stride, padding, output_padding, dilation
     )
-    return Tensor.from_op(
-        y, parents, lambda dy: conv.conv_transpose2d_backward(dy, ctx), "conv_transpose2d"
-    )
+
+    def backward(dy):
+        return conv.conv_transpose2d_backward(dy, ctx, x.requires_grad, w.requires_grad)
+
+    return Tensor.from_op(y, parents, backward, "conv_transpose2d")
 
 
 def max_pool2d(

@@ -98,6 +98,41 @@ def test_conv_backward_input_gradient_is_conv_transpose(rng):
     np.testing.assert_allclose(dx, conv.conv_transpose2d_forward(dy, w, None, 2, 1)[0], rtol=1e-12)
 
 
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_conv_backward_computes_only_the_gradients_asked_for(rng, op, kernel):
+    """need_dx / need_dw: what is not needed is None, what is needed is unchanged; through
+    autograd, a constant input (an image) gets no dx computed."""
+    x = rng.standard_normal((2, 3, 6, 5))
+    w = rng.standard_normal((4, 3, kernel, kernel) if op == "conv2d" else (3, 4, kernel, kernel))
+    forward = getattr(conv, f"{op}_forward")
+    backward = getattr(conv, f"{op}_backward")
+    y, ctx = forward(x, w, np.zeros(4))
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = backward(dy, ctx)
+    no_dx = backward(dy, ctx, need_dx=False)
+    no_dw = backward(dy, ctx, need_dw=False)
+    assert no_dx[0] is None and no_dw[1] is None
+    np.testing.assert_array_equal(no_dx[1], dw)
+    np.testing.assert_array_equal(no_dw[0], dx)
+    np.testing.assert_array_equal(no_dx[2], db)
+    calls = []
+    original = backward
+
+    def spy(dy, ctx, need_dx=True, need_dw=True):
+        calls.append((need_dx, need_dw))
+        return original(dy, ctx, need_dx, need_dw)
+
+    setattr(conv, f"{op}_backward", spy)
+    try:
+        wt = Tensor(w, requires_grad=True)
+        getattr(F, op)(Tensor(x), wt).sum().backward()
+    finally:
+        setattr(conv, f"{op}_backward", original)
+    assert calls == [(False, True)]
+    np.testing.assert_allclose(wt.grad, backward(np.ones_like(y), ctx)[1], rtol=1e-12)
+
+
 def test_unpool_sums_shared_indices_and_is_adjoint_of_its_gradient(rng):
     """Overlapping windows (k3 s1) make pooled cells share an index: unpooling sums them."""
     x = shuffled_linspace(rng, (1, 1, 5, 5))

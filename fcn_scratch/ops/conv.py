@@ -3,6 +3,9 @@
     conv2d            y = W @ im2col(x)          (one GEMM per image)
     conv_transpose2d  y = col2im(W^T @ x)        (the adjoint of conv2d: no zero insertion)
 
+A 1x1 convolution with stride 1 and no padding has im2col(x) = x (one column per pixel):
+x is used as it is, and its col2im is a reshape.
+
 Shapes, in PyTorch's conventions:
 
     conv2d:           x (N, C_in, H, W), w (C_out, C_in, KH, KW), b (C_out,) -> y (N, C_out, OH, OW)
@@ -12,13 +15,15 @@ Shapes, in PyTorch's conventions:
 
 The two are each other's gradients: conv_transpose2d's forward is conv2d's backward
 with respect to its input, and the other way round. The ``ctx`` returned by a forward
-holds what its backward needs; treat it as opaque.
+holds what its backward needs; treat it as opaque. A backward computes only the gradients
+asked for (``need_dx``, ``need_dw``; like torch's ``needs_input_grad``) and returns None for
+the others: the first layer's dx, for one, is a GEMM and a col2im nobody reads.
 """
 
 from typing import NamedTuple
 
 from fcn_scratch import kernels
-from fcn_scratch.device import same_device
+from fcn_scratch.device import array_module, same_device
 from fcn_scratch.ops.shapes import (
     check_ndim,
     check_same_dtype,
@@ -68,26 +73,29 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1):
     C_out = w.shape[0]
     kernel = (w.shape[2], w.shape[3])
     OH, OW = conv_out_size(op, (H, W), kernel, stride, padding, dilation)
-    k = kernels.for_array(x)
-    col = k.im2col(x, kernel, stride, padding, dilation, (OH, OW))  # (N, C_in*KH*KW, OH*OW)
+    geometry = (kernel, stride, padding, dilation)
+    col = _im2col(x, geometry, (OH, OW))  # (N, C_in*KH*KW, OH*OW)
     y = w.reshape(C_out, -1) @ col  # (N, C_out, OH*OW)
     if b is not None:
         y += b.reshape(1, C_out, 1)
-    ctx = ConvCtx(col, w, b is not None, (H, W), (OH, OW), (kernel, stride, padding, dilation))
+    ctx = ConvCtx(col, w, b is not None, (H, W), (OH, OW), geometry)
     return y.reshape(N, C_out, OH, OW), ctx
 
 
-def conv2d_backward(dy, ctx):
-    """dy: (N, C_out, OH, OW) -> (dx (N, C_in, H, W), dw like w, db (C_out,) or None)."""
+def conv2d_backward(dy, ctx, need_dx=True, need_dw=True):
+    """dy: (N, C_out, OH, OW) -> (dx (N, C_in, H, W), dw like w, db (C_out,) or None);
+    dx or dw is None when not needed."""
     N, C_out = dy.shape[:2]
     dy = dy.reshape(N, C_out, -1)  # (N, C_out, OH*OW)
-    w2 = ctx.w.reshape(C_out, -1)  # (C_out, C_in*KH*KW)
-    # col @ dy^T reads both operands in the order BLAS likes (faster than dy @ col^T).
-    dw = (ctx.col @ dy.transpose(0, 2, 1)).sum(axis=0).T  # (C_out, C_in*KH*KW)
-    dcol = w2.T @ dy  # (N, C_in*KH*KW, OH*OW)
-    dx = kernels.for_array(dy).col2im(dcol, ctx.in_size, *ctx.geometry, ctx.grid)
+    dx = dw = None
+    if need_dw:
+        # col @ dy^T reads both operands in the order BLAS likes (faster than dy @ col^T).
+        dw = (ctx.col @ dy.transpose(0, 2, 1)).sum(axis=0).T.reshape(ctx.w.shape)
+    if need_dx:
+        dcol = ctx.w.reshape(C_out, -1).T @ dy  # (N, C_in*KH*KW, OH*OW)
+        dx = _col2im(dcol, ctx.in_size, ctx.geometry, ctx.grid)  # (N, C_in, H, W)
     db = dy.sum(axis=(0, 2)) if ctx.has_bias else None
-    return dx, dw.reshape(ctx.w.shape), db
+    return dx, dw, db
 
 
 def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):
@@ -115,18 +123,43 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     x2 = x.reshape(N, C_in, H * W)
     col = w.reshape(C_in, -1).T @ x2  # (N, C_out*KH*KW, H*W)
     geometry = (kernel, stride, padding, dilation)
-    y = kernels.for_array(x).col2im(col, out, *geometry, (H, W))  # (N, C_out, OH, OW)
+    y = _col2im(col, out, geometry, (H, W))  # (N, C_out, OH, OW)
     if b is not None:
         y += b.reshape(1, C_out, 1, 1)
     return y, ConvCtx(x2, w, b is not None, (H, W), (H, W), geometry)
 
 
-def conv_transpose2d_backward(dy, ctx):
-    """dy: (N, C_out, OH, OW) -> (dx (N, C_in, H, W), dw like w, db (C_out,) or None)."""
+def conv_transpose2d_backward(dy, ctx, need_dx=True, need_dw=True):
+    """dy: (N, C_out, OH, OW) -> (dx (N, C_in, H, W), dw like w, db (C_out,) or None);
+    dx or dw is None when not needed."""
     N = dy.shape[0]
     C_in = ctx.w.shape[0]
-    dcol = kernels.for_array(dy).im2col(dy, *ctx.geometry, ctx.grid)  # (N, C_out*KH*KW, H*W)
-    dx = ctx.w.reshape(C_in, -1) @ dcol  # (N, C_in, H*W)
-    dw = (ctx.col @ dcol.transpose(0, 2, 1)).sum(axis=0)  # (C_in, C_out*KH*KW)
+    dx = dw = None
+    if need_dx or need_dw:
+        dcol = _im2col(dy, ctx.geometry, ctx.grid)  # (N, C_out*KH*KW, H*W)
+    if need_dx:
+        dx = (ctx.w.reshape(C_in, -1) @ dcol).reshape(N, C_in, *ctx.in_size)  # (N, C_in, H, W)
+    if need_dw:
+        dw = (ctx.col @ dcol.transpose(0, 2, 1)).sum(axis=0).reshape(ctx.w.shape)
     db = dy.sum(axis=(0, 2, 3)) if ctx.has_bias else None
-    return dx.reshape(N, C_in, *ctx.in_size), dw.reshape(ctx.w.shape), db
+    return dx, dw, db
+
+
+def _pointwise(geometry) -> bool:
+    """A 1x1 kernel, stride 1, no padding: each column of im2col is one input pixel."""
+    return geometry == ((1, 1), (1, 1), (0, 0), (1, 1))
+
+
+def _im2col(x, geometry, out_size):
+    """im2col(x): (N, C, H, W) -> (N, C*KH*KW, OH*OW); x itself, reshaped, for 1x1."""
+    if _pointwise(geometry):
+        N, C = x.shape[:2]
+        return array_module(x).ascontiguousarray(x).reshape(N, C, -1)
+    return kernels.for_array(x).im2col(x, *geometry, out_size)
+
+
+def _col2im(col, in_size, geometry, out_size):
+    """col2im(col): (N, C*KH*KW, OH*OW) -> (N, C, H, W); a reshape for 1x1."""
+    if _pointwise(geometry):
+        return col.reshape(col.shape[0], col.shape[1], *in_size)
+    return kernels.for_array(col).col2im(col, in_size, *geometry, out_size)
