@@ -4,6 +4,7 @@ Layout (file stems pair an image with its mask):
 
     root/images/cat_01.jpg     RGB (or grey) image: .png, .jpg or .jpeg
     root/masks/cat_01.png      single-channel PNG, pixel value = class id, 255 = ignore
+    root/classes.txt           optional: the class names, one a line (id 0 first)
 
 Masks must be greyscale ("L") or palette ("P") PNGs whose values are the class ids, as in
 PASCAL VOC's SegmentationClass folder (palette PNGs store the id and show it in colour).
@@ -29,8 +30,11 @@ class FolderDataset(ArrayDataset):
             bring every pair to: resized (image bilinear, mask nearest) or, with ``crop``,
             cut at a random position (the image must be at least that large).
         crop: random crops instead of resizing.
-        num_classes: class count; None infers ``max id + 1`` from the masks.
-        class_names: names of the classes (default "background", "class 1", ...).
+        num_classes: class count; None takes it from ``root/classes.txt`` or else infers
+            ``max id + 1`` from the masks, which then must hold most ids below it (a stray
+            value such as 200 is reported, not taken for 201 classes).
+        class_names: names of the classes (default: ``root/classes.txt``, or
+            "background", "class 1", ...).
         seed: seed of the crop positions.
     """
 
@@ -76,10 +80,17 @@ class FolderDataset(ArrayDataset):
             )
         labels = np.stack(masks)  # (N, H, W)
         found = np.unique(labels[labels != IGNORE_INDEX])
+        class_names = class_names or read_class_names(root)
+        if num_classes is None and class_names is not None:
+            num_classes = len(class_names)
+        if num_classes is None:
+            _check_inferred_ids(labels, found, root)
         k = num_classes if num_classes is not None else int(found.max(initial=0)) + 1
         if found.size and found.max() >= k:
-            bad = [(p, sorted(set(np.unique(m).tolist()) - set(range(k)) - {IGNORE_INDEX}))
-                   for (_, p), m in zip(pairs, masks, strict=True)]
+            bad = [
+                (p, sorted(set(np.unique(m).tolist()) - set(range(k)) - {IGNORE_INDEX}))
+                for (_, p), m in zip(pairs, masks, strict=True)
+            ]
             bad = [(p, ids) for p, ids in bad if ids]
             raise ValueError(
                 f"FolderDataset: num_classes={k}, so mask values must lie in [0, {k}) or be "
@@ -94,6 +105,36 @@ class FolderDataset(ArrayDataset):
         self.root = root
         self.files = [image_path for image_path, _ in pairs]
         super().__init__(np.stack(images), labels, names)
+
+
+def read_class_names(root: str) -> list[str] | None:
+    """The names in ``root/classes.txt`` (one a line, blank lines skipped), or None."""
+    path = os.path.join(root, "classes.txt")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        names = [line.strip() for line in f if line.strip()]
+    if not names:
+        raise ValueError(f"FolderDataset: {path} lists no class names")
+    return names
+
+
+def _check_inferred_ids(labels: np.ndarray, found: np.ndarray, root: str) -> None:
+    """With the class count inferred as ``max id + 1``, most ids below it must occur: when
+    more are absent than present (ids 0-3 and one stray 200 would make 201 classes, 196 of
+    them empty) the large ids are stray values (an edited or resampled mask), not classes."""
+    missing = sorted(set(range(int(found.max(initial=0)) + 1)) - set(found.tolist()))
+    if len(missing) <= len(found):
+        return
+    stray = found[found > missing[0]]
+    pixels = ", ".join(f"{i}: {int((labels == i).sum())}" for i in stray[:10])
+    raise ValueError(
+        f"FolderDataset: the masks in {root} hold ids {found.tolist()[:12]}, so "
+        f"{int(found.max()) + 1} classes, of which {len(missing)} never occur "
+        f"(e.g. {missing[:5]}); pixels with each unexpected id: {pixels}. Give the number "
+        f"of classes (--num-classes) or list the names in {root}/classes.txt to accept "
+        "them, or fix the masks"
+    )
 
 
 def find_pairs(root: str) -> list[tuple[str, str]]:

@@ -11,12 +11,16 @@ Layout of the archive:
 
 A save writes a temporary file in the target's folder, flushes and fsyncs it, then
 renames it over the target (``os.replace`` is atomic on POSIX and Windows), so a crash
-leaves either the old checkpoint or the new one, never half a file. Loading checks the
-archive and reports problems as CheckpointError naming the file and what is wrong.
+leaves either the old checkpoint or the new one, never half a file; temporary files that
+a killed process left behind are removed by the next save. Loading checks the archive,
+its JSON fields and its weights (finite), and reports problems as CheckpointError naming
+the file and what is wrong.
 """
 
+import glob
 import json
 import os
+import re
 import secrets
 import zipfile
 import zlib
@@ -58,10 +62,13 @@ class Checkpoint:
         return int(self.meta["epoch"])
 
     def build_model(self):
-        """The run's model, with these weights loaded, in eval mode."""
-        from fcn_scratch.models import build_model
+        """The run's model, with these weights loaded, in eval mode (on the CPU)."""
+        from fcn_scratch.train.setup import make_model
 
-        model = build_model(self.config.model, len(self.class_names), **self.config.model_options())
+        try:
+            model = make_model(self.config, len(self.class_names), device="cpu")
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint {self.path}: {err}") from err
         load_model_state(model, self.model_state, self.path)
         return model.eval()
 
@@ -85,29 +92,78 @@ def save_checkpoint(
 
 def atomic_write(path: str, write, mode: str = "wb") -> None:
     """Call ``write(f)`` on a new temporary file beside ``path``, fsync it and rename it
-    over ``path``; on any failure (Ctrl-C included) remove it and leave ``path`` alone."""
+    over ``path``; on any failure (Ctrl-C included) remove it and leave ``path`` alone.
+    An OSError (no such folder, read-only, disk full, ...) is raised again naming ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    name = f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    tmp = os.path.join(folder, name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    try:
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_temporaries(path)
+        name = f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        tmp = os.path.join(folder, name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    except OSError as err:
+        raise _cannot_write(path, err) from err
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError):
+            raise _cannot_write(path, err) from err
         raise
     _fsync_folder(folder)
+
+
+def _cannot_write(path: str, err: OSError) -> OSError:
+    """``err`` restated with the file it was writing (a disk-full error names none)."""
+    return OSError(f"cannot write {path}: {err.strerror or err}")
+
+
+def remove_stale_temporaries(path: str) -> list[str]:
+    """Remove the temporary files of ``path`` (``.<name>.<pid>.<hex>.tmp``) that processes
+    no longer running left behind (killed during a save); return what was removed."""
+    folder, base = os.path.split(os.path.abspath(path))
+    pattern = re.compile(re.escape(f".{base}.") + r"(\d+)\.[0-9a-f]+\.tmp")
+    removed = []
+    for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(base)}.*.tmp")):
+        match = pattern.fullmatch(os.path.basename(tmp))
+        if match and not _running(int(match.group(1))):
+            try:
+                os.remove(tmp)
+                removed.append(tmp)
+            except OSError:
+                pass  # removed meanwhile, or not ours to remove
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
 
 
 def load_checkpoint(path: str) -> Checkpoint:
     """Read and check a checkpoint; raise CheckpointError naming the file and the problem."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path}: no such file")
+    with open(path, "rb") as f:
+        start = f.read(8)
+    if not start.startswith(b"PK"):  # every .npz is a zip archive
+        raise CheckpointError(
+            f"checkpoint {path}: not a checkpoint of fcn-scratch (expected an .npz archive "
+            f"written by fcn-scratch train; the file starts with {start!r})"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -123,22 +179,70 @@ def load_checkpoint(path: str) -> Checkpoint:
             )
     try:
         meta = json.loads(str(arrays.pop("meta")))
+        if not isinstance(meta, dict):
+            raise ValueError(f"meta must be a JSON object, got {type(meta).__name__}")
         config = TrainConfig.from_dict(json.loads(str(arrays.pop("config")))).validate()
-    except (json.JSONDecodeError, TypeError, ValueError) as err:
+    except (TypeError, ValueError, RecursionError) as err:
         raise CheckpointError(f"checkpoint {path}: unreadable config or meta: {err}") from err
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(
             f"checkpoint {path}: expected format {FORMAT!r} version {VERSION}, got "
             f"{meta.get('format')!r} version {meta.get('version')!r}"
         )
+    problem = _meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"checkpoint {path}: {problem}")
     model_state = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
     if not model_state:
         raise CheckpointError(f"checkpoint {path}: holds no model weights ('model/...')")
+    for name, value in model_state.items():
+        if value.dtype.kind != "f" or not np.isfinite(value).all():
+            raise CheckpointError(
+                f"checkpoint {path}: parameter {name!r} holds "
+                + ("NaN or inf" if value.dtype.kind == "f" else f"dtype {value.dtype}")
+                + "; refusing to use it"
+            )
     try:
         state = _unflatten(meta.pop("state"), arrays)
     except KeyError as err:
         raise CheckpointError(f"checkpoint {path}: missing array {err}") from err
+    except (TypeError, AttributeError, RecursionError) as err:
+        raise CheckpointError(f"checkpoint {path}: malformed training state: {err}") from err
     return Checkpoint(path, config, model_state, state, meta)
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with the fields ``Trainer.save`` writes into meta, or None."""
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return f"class_names must be a non-empty list of strings, got {_short(names)}"
+    for key in ("epoch", "step"):
+        value = meta.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"{key} must be an int >= 0, got {_short(value)}"
+    elapsed = meta.get("elapsed")
+    if not isinstance(elapsed, (int, float)) or isinstance(elapsed, bool):
+        return f"elapsed must be a number, got {_short(elapsed)}"
+    history = meta.get("history")
+    if not (
+        isinstance(history, dict)
+        and isinstance(history.get("epochs"), list)
+        and isinstance(history.get("step_loss"), list)
+        and all(isinstance(record, dict) for record in history["epochs"])
+    ):
+        return "history must hold the lists 'epochs' (of objects) and 'step_loss', got " + _short(
+            history
+        )
+    if not (meta.get("metrics") is None or isinstance(meta.get("metrics"), dict)):
+        return f"metrics must be an object or null, got {_short(meta.get('metrics'))}"
+    if not isinstance(meta.get("state"), dict):
+        return f"state must be an object, got {_short(meta.get('state'))}"
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_model_state(model, model_state: dict, path: str) -> None:
@@ -173,6 +277,8 @@ def _unflatten(skeleton, arrays: dict):
         return [_unflatten(v, arrays) for v in skeleton["list"]]
     if "array" in skeleton:
         return arrays[skeleton["array"]]
+    if "value" not in skeleton:
+        raise TypeError(f"expected 'dict', 'list', 'array' or 'value', got {sorted(skeleton)}")
     return skeleton["value"]
 
 

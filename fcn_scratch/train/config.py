@@ -17,6 +17,11 @@ MODELS = ("fcn32s", "fcn16s", "fcn8s", "unpool")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "poly", "step")
 CLASS_WEIGHTS = ("none", "median_freq")
+MAX_SEED = 2**63 - 1  # seeds are stored as int64
+# What model_kwargs and shapes_kwargs may hold (the other options are TrainConfig fields).
+FCN_KWARGS = ("fc6_kernel", "dropout", "score_init", "learn_skip_upsampling")
+UNPOOL_KWARGS = ("score_init",)
+SHAPES_KWARGS = ("kinds", "min_shapes", "max_shapes", "radius", "noise", "texture")
 MIN_IMAGE_SIZE = 32  # the models' total stride: pool5 needs one whole cell of the image
 
 
@@ -30,7 +35,9 @@ class TrainConfig:
     option. Data: ``data`` is a folder of images and masks, or None for synthetic shapes of
     ``image_size`` with ``train_size`` / ``val_size`` images, an ignore band (label 255)
     ``ignore_border`` pixels wide around every shape as in PASCAL VOC, and any other
-    ``ShapesDataset`` option in ``shapes_kwargs``. With ``fresh_data`` every epoch draws
+    ``ShapesDataset`` option in ``shapes_kwargs``. ``num_classes`` fixes the class count
+    of a ``data`` folder (None: its classes.txt, else the largest mask value + 1, and then
+    most ids below it must occur). With ``fresh_data`` every epoch draws
     new images (seeded by seed and epoch): the model never sees one twice and cannot
     memorise the training set.
     """
@@ -54,6 +61,7 @@ class TrainConfig:
     ignore_border: int = 1
     fresh_data: bool = True
     data: str | None = None
+    num_classes: int | None = None
     seed: int = 0
     device: str = "cpu"
     out: str | None = "runs/default"
@@ -70,6 +78,24 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "train_size", "val_size"):
             _at_least(name, getattr(self, name), 1)
         _at_least("ignore_border", self.ignore_border, 0)
+        _at_least("seed", self.seed, 0)
+        if self.seed > MAX_SEED:
+            raise ValueError(f"TrainConfig: seed must be <= 2**63 - 1, got {self.seed}")
+        if self.num_classes is not None:
+            _at_least("num_classes", self.num_classes, 1)
+        for name in ("fresh_data", "learn_final_upsampling"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"TrainConfig: {name} must be true or false, got {getattr(self, name)!r}"
+                )
+        for name in ("data", "out"):
+            if not isinstance(getattr(self, name), (str, type(None))):
+                raise ValueError(
+                    f"TrainConfig: {name} must be a path or None, got {getattr(self, name)!r}"
+                )
+        model_kwargs = UNPOOL_KWARGS if self.model == "unpool" else FCN_KWARGS
+        _options("model_kwargs", self.model_kwargs, model_kwargs)
+        _options("shapes_kwargs", self.shapes_kwargs, SHAPES_KWARGS)
         if not self.lr > 0 or self.lr != self.lr:
             raise ValueError(f"TrainConfig: lr must be a positive number, got {self.lr!r}")
         if not 0 <= self.momentum < 1:
@@ -138,6 +164,14 @@ class TrainConfig:
 def _choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"TrainConfig: {name} must be one of {list(choices)}, got {value!r}")
+
+
+def _options(name: str, value, allowed) -> None:
+    """A dict of extra options whose keys are among ``allowed`` (values are checked by
+    the constructor they go to)."""
+    if not isinstance(value, dict) or set(value) - set(allowed):
+        unknown = sorted(set(value) - set(allowed)) if isinstance(value, dict) else value
+        raise ValueError(f"TrainConfig: {name} may hold only {list(allowed)}, got {unknown!r}")
 
 
 def _at_least(name: str, value, low: int) -> None:

@@ -5,6 +5,7 @@ import numpy as np
 from fcn_scratch import optim
 from fcn_scratch.data import IGNORE_INDEX, ArrayDataset, FolderDataset, ShapesDataset
 from fcn_scratch.models import build_model
+from fcn_scratch.models.backbone import DEFAULT_CONVS_PER_STAGE, DEFAULT_WIDTHS
 from fcn_scratch.train.config import TrainConfig
 
 
@@ -17,7 +18,8 @@ def split_seed(seed: int, *keys: int) -> int:
 def make_datasets(config: TrainConfig):
     """(train, held-out): synthetic shapes from two independent seeds, or a folder's split."""
     if config.data is not None:
-        return split_folder(FolderDataset(config.data, size=config.image_size), config)
+        folder = FolderDataset(config.data, size=config.image_size, num_classes=config.num_classes)
+        return split_folder(folder, config)
     return _shapes(config, config.train_size, 0), _shapes(config, config.val_size, 1)
 
 
@@ -64,8 +66,50 @@ def _shapes(config: TrainConfig, n: int, *keys: int) -> ShapesDataset:
     )
 
 
-def make_model(config: TrainConfig, num_classes: int):
-    return build_model(config.model, num_classes, **config.model_options()).to(config.device)
+# Refuse models whose float32 parameters alone would need more than this (full-size
+# VGG16 FCN-8s needs 0.5 GiB; training holds about four copies: weights, gradients and
+# Adam's two moments).
+MAX_PARAMETER_BYTES = 8 * 2**30
+
+
+def make_model(config: TrainConfig, num_classes: int, device: str | None = None):
+    """The config's model on ``device`` (default: config.device). A model too large for
+    MAX_PARAMETER_BYTES is refused before anything is allocated."""
+    try:
+        needed = 4 * parameter_bound(config, num_classes)
+        if needed > MAX_PARAMETER_BYTES:
+            raise ValueError(
+                f"TrainConfig: {config.model} with widths {config.widths}, fc_width "
+                f"{config.fc_width} and {num_classes} classes would need about "
+                f"{needed / 2**30:,.1f} GiB of parameters, more than the "
+                f"{MAX_PARAMETER_BYTES / 2**30:.0f} GiB allowed"
+            )
+        model = build_model(config.model, num_classes, **config.model_options())
+    except TypeError as err:  # a model_kwargs value of the wrong type
+        raise ValueError(
+            f"TrainConfig: cannot build {config.model} with model_kwargs "
+            f"{config.model_kwargs}: {err}"
+        ) from err
+    return model.to(device or config.device)
+
+
+def parameter_bound(config: TrainConfig, num_classes: int) -> int:
+    """An upper bound of the model's parameter count, from the config alone: the
+    backbone's 3x3 convs (twice, for the unpooling model's decoder), fc6 and fc7, the 1x1
+    score layers and the K->K upsamplings (kernels of at most 64x64). Unset fc_width and
+    fc6_kernel count as 4096 and 7, more than the FCNs' defaults."""
+    options = config.model_options()
+    widths = options.get("widths", DEFAULT_WIDTHS)
+    convs = options.get("convs_per_stage", DEFAULT_CONVS_PER_STAGE)
+    fc, k6, k = options.get("fc_width", 4096), options.get("fc6_kernel", 7), num_classes
+    backbone, previous = 0, 3
+    for width, n in zip(widths, convs):
+        backbone += 9 * (previous * width + n * width * width) + n * width
+        previous = width
+    fc_layers = k6 * k6 * previous * fc + fc * fc + 2 * fc
+    scores = (fc + sum(widths) + 1) * k
+    upsampling = k * k * (64 * 64 + 3 * 16 * 16)
+    return 2 * backbone + fc_layers + scores + upsampling
 
 
 def make_optimizer(config: TrainConfig, model):
