@@ -55,9 +55,15 @@ def run(args) -> int:
                 f"the checkpoint's {ckpt.class_names}"
             )
         cm, loss = confusion(model, dataset, args.batch_size, args.device)
+        report(args, ckpt, dataset, cm, loss)
     except (CheckpointError, ValueError, DeviceError, OSError) as err:
         print(f"fcn-scratch evaluate: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def report(args, ckpt, dataset, cm, loss: float) -> None:
+    """Print the metrics and the per-class table; write --json."""
     h, w = dataset.image_size
     source = args.data or "the run's held-out set"
     print(
@@ -79,4 +85,3 @@ def run(args) -> int:
                 "checkpoint": args.checkpoint,
             },
         )
-    return 0

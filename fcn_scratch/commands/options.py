@@ -22,6 +22,22 @@ def int_at_least(low: int):
     return parse
 
 
+def int_in(low: int, high: int):
+    """An argparse type: an int in [low, high], with an error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {value}")
+        return value
+
+    parse.__name__ = f"int in [{low}, {high}]"
+    return parse
+
+
 def float_in(low: float, high: float | None = None, low_open: bool = False):
     """An argparse type: a float in [low, high) (or (low, high) with low_open)."""
 

@@ -6,13 +6,20 @@ run (Ctrl-C saves one).
 """
 
 import argparse
+import os
 import sys
 
-from fcn_scratch.commands.options import add_device, add_threads, float_in, int_at_least, widths
+from fcn_scratch.commands.options import (
+    add_device,
+    add_threads,
+    float_in,
+    int_at_least,
+    int_in,
+    widths,
+)
 from fcn_scratch.device import DeviceError
 from fcn_scratch.parallel import limit_threads
 from fcn_scratch.train import (
-    CheckpointError,
     TrainConfig,
     Trainer,
     TrainingDiverged,
@@ -21,6 +28,7 @@ from fcn_scratch.train import (
 )
 from fcn_scratch.train.config import (
     CLASS_WEIGHTS,
+    MAX_SEED,
     MIN_IMAGE_SIZE,
     MODELS,
     OPTIMIZERS,
@@ -71,12 +79,20 @@ OPTIONS = [
             "help": "train the FCNs' last (bilinear-initialised) upsampling too",
         },
     ),
-    ("--seed", "seed", {"type": int}),
+    ("--seed", "seed", {"type": int_in(0, MAX_SEED)}),
     ("--out", "out", {"metavar": "DIR", "help": "output folder"}),
     (
         "--data",
         "data",
         {"metavar": "DIR", "help": "a folder of images and masks instead of synthetic shapes"},
+    ),
+    (
+        "--num-classes",
+        "num_classes",
+        {
+            "type": int_at_least(1),
+            "help": "classes of the --data folder (or list them in DIR/classes.txt)",
+        },
     ),
 ]
 
@@ -119,12 +135,30 @@ def build_trainer(args) -> Trainer:
 
 
 def run(args) -> int:
+    """Exit status: 0 done, 1 diverged, 2 bad options or files (a message says which),
+    130 interrupted (the last checkpoint, if any, is complete and resumable)."""
     limit_threads(args.threads)
+    trainer = None
     try:
         trainer = build_trainer(args)
+        train(trainer)
+    except TrainingDiverged as err:
+        print(f"fcn-scratch train: {err}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as err:
+        print(f"\nfcn-scratch train: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before training began, during a save or the outputs
+        print(f"\nfcn-scratch train: interrupted; {_saved(trainer)}", file=sys.stderr)
+        return 130
     except (ValueError, DeviceError, OSError) as err:
         print(f"fcn-scratch train: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def train(trainer: Trainer) -> None:
+    """Fit, print the held-out metrics, write the outputs."""
     config = trainer.config
     print(
         f"training {config.model} ({trainer.model.num_parameters():,} parameters) on "
@@ -132,17 +166,7 @@ def run(args) -> int:
         f"{len(trainer.val_set)} held out; {config.epochs} epochs of {len(trainer.loader)} "
         f"batches; out: {config.out}"
     )
-    try:
-        trainer.fit()
-    except TrainingDiverged as err:
-        print(f"fcn-scratch train: {err}", file=sys.stderr)
-        return 1
-    except TrainingInterrupted as err:
-        print(f"\nfcn-scratch train: {err}", file=sys.stderr)
-        return 130
-    except CheckpointError as err:
-        print(f"fcn-scratch train: error: {err}", file=sys.stderr)
-        return 1
+    trainer.fit()
     m = trainer.metrics
     print(
         f"held-out: pixel acc {m['pixel_acc']:.4f}, mean acc {m['mean_acc']:.4f}, "
@@ -152,4 +176,11 @@ def run(args) -> int:
     if config.out is not None:
         paths = write_outputs(trainer)
         print("wrote " + ", ".join([trainer.checkpoint_path, *paths.values()]))
-    return 0
+
+
+def _saved(trainer: Trainer | None) -> str:
+    """What an interrupted run left behind."""
+    path = trainer and trainer.checkpoint_path
+    if path is None or not os.path.isfile(path):
+        return "nothing saved"
+    return f"the last checkpoint is {path}; continue with: fcn-scratch train --resume {path}"

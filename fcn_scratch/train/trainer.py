@@ -9,6 +9,10 @@ checkpoint (``out/checkpoint.npz``). A run restored with ``Trainer.resume(path)`
 exactly where the checkpoint stood: weights, optimiser moments, schedule, the data order
 and position, and the dropout generator are all restored, so on the CPU it ends with the
 same bits as a run that was never stopped.
+
+Ctrl-C is held back while a step is applied and while an epoch is evaluated and recorded,
+so the state only ever moves from one finished step (or recorded epoch) to the next; an
+interrupt anywhere else rewinds to the last of these before the checkpoint is written.
 """
 
 import math
@@ -82,6 +86,7 @@ class Trainer:
         self.history: dict = {"epochs": [], "step_loss": []}
         self.partial = _empty_partial()  # sums over the epoch in progress
         self.metrics: dict | None = None
+        self._committed = self._position()  # where an interrupt rewinds to
 
     # ---- checkpoints ---------------------------------------------------------------------
 
@@ -121,13 +126,22 @@ class Trainer:
     @classmethod
     def resume(cls, path: str, progress: bool = True, **overrides) -> "Trainer":
         """The run saved at ``path``, ready to ``fit`` on. ``overrides`` may change
-        ``epochs`` (train longer), ``out`` and ``device``; nothing else."""
+        ``epochs`` (train longer), ``out`` and ``device``; nothing else. Without ``out``
+        the run goes on writing into the checkpoint's own folder (never into the ``out``
+        recorded inside the file)."""
         ckpt = load_checkpoint(path)
         allowed = {"epochs", "out", "device"}
         if set(overrides) - allowed:
             raise ValueError(
                 f"Trainer.resume: only {sorted(allowed)} may change on resume, "
                 f"got {sorted(set(overrides) - allowed)}"
+            )
+        overrides.setdefault("out", os.path.dirname(path) or os.curdir)
+        if len(ckpt.meta["history"]["epochs"]) != ckpt.epoch:
+            raise CheckpointError(
+                f"checkpoint {path}: its history records "
+                f"{len(ckpt.meta['history']['epochs'])} epochs but it says {ckpt.epoch} "
+                "are done; it cannot be resumed"
             )
         config = TrainConfig.from_dict({**ckpt.config.to_dict(), **overrides})
         trainer = cls(config, progress=progress)
@@ -142,15 +156,18 @@ class Trainer:
             trainer.schedule.load_state_dict(ckpt.state["schedule"])
             trainer.loader.load_state_dict(ckpt.state["loader"])
             random.set_state(ckpt.state["random"])
-            trainer.partial = dict(ckpt.state["partial"])
-        except (KeyError, ValueError, TypeError) as err:
+            trainer.partial = {k: float(ckpt.state["partial"][k]) for k in _empty_partial()}
+            trainer.partial["batches"] = int(trainer.partial["batches"])
+            trainer.partial["images"] = int(trainer.partial["images"])
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
             raise CheckpointError(
                 f"checkpoint {path}: its training state does not fit: {err!r}"
             ) from err
         trainer.epoch, trainer.step = ckpt.epoch, int(ckpt.meta["step"])
         trainer.elapsed = float(ckpt.meta["elapsed"])
         trainer.history = ckpt.meta["history"]
-        trainer.metrics = ckpt.meta["metrics"]
+        trainer.metrics = trainer.history["epochs"][-1] if trainer.history["epochs"] else None
+        trainer._committed = trainer._position()
         return trainer
 
     # ---- training ------------------------------------------------------------------------
@@ -162,15 +179,17 @@ class Trainer:
         TrainingInterrupted on Ctrl-C (after saving the state of the last finished step).
         """
         self._clock_start = (time.perf_counter(), self.elapsed)
-        if self.checkpoint_path and self.step == 0 and self.partial["batches"] == 0:
-            self.save()  # a last good checkpoint exists from the start
         try:
+            if self.checkpoint_path:
+                self.save()  # a last good checkpoint is in out/ from the start
             while self.epoch < self.config.epochs:
                 self._train_epoch()
                 with deferred_interrupts():  # Ctrl-C waits until the epoch is recorded
                     self._end_epoch()
         except KeyboardInterrupt as err:
             self._tick()
+            self.loader.load_state_dict(self._committed[0])  # forget an unfinished step
+            random.set_state(self._committed[1])
             raise self._interrupted() from err
         finally:
             if self.fresh_data is not None:
@@ -178,8 +197,10 @@ class Trainer:
         return self.metrics
 
     def _end_epoch(self) -> None:
-        """Evaluate on the held-out set, record the epoch, write the checkpoint."""
+        """Count the epoch as done, evaluate on the held-out set, record the epoch, write
+        the checkpoint."""
         self._tick()
+        self.epoch += 1
         record = {
             "epoch": self.epoch,
             "step": self.step,
@@ -192,15 +213,15 @@ class Trainer:
         self.history["epochs"].append(record)
         self.metrics = record
         self.partial = _empty_partial()
+        self._committed = self._position()
         if self.checkpoint_path:
             self.save()
         if self.progress:
             tqdm.write(_describe(record, self.config.epochs))
 
     def _train_epoch(self) -> None:
-        """One epoch (or the rest of one). On Ctrl-C, the unfinished step is forgotten (data
-        position and dropout generator go back to the last finished step) and the
-        KeyboardInterrupt goes on to ``fit``, which saves."""
+        """The steps of one epoch (or the rest of one). A KeyboardInterrupt goes on to
+        ``fit``, which rewinds to the last finished step and saves."""
         if self.fresh_data is not None and self._data_epoch != self.loader.epoch:
             self.loader.dataset = self.fresh_data.get(self.loader.epoch)
             self._data_epoch = self.loader.epoch
@@ -214,7 +235,6 @@ class Trainer:
             leave=False,
             dynamic_ncols=True,
         )
-        committed = (self.loader.state_dict(), random.get_state())
         try:
             for x, y in self.loader:
                 t0 = time.perf_counter()
@@ -225,17 +245,12 @@ class Trainer:
                     self.schedule.step()
                     self.step += 1
                     self._account(loss, len(x), time.perf_counter() - t0)
-                    committed = (self.loader.state_dict(), random.get_state())
+                    self._committed = self._position()
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{loss:.4f}",
                     img_s=f"{self.partial['images'] / self.partial['seconds']:.1f}",
                 )
-            self.epoch += 1
-        except KeyboardInterrupt:
-            self.loader.load_state_dict(committed[0])  # forget the unfinished step
-            random.set_state(committed[1])
-            raise
         finally:
             bar.close()
 
@@ -291,6 +306,10 @@ class Trainer:
         self.partial["images"] += images
         self.partial["seconds"] += seconds
         self.history["step_loss"].append(loss)
+
+    def _position(self) -> tuple[dict, dict]:
+        """The data position and dropout generator state, to rewind to on Ctrl-C."""
+        return self.loader.state_dict(), random.get_state()
 
     def _tick(self) -> None:
         """Bring ``elapsed`` (wall seconds in fit, over all sessions) up to now."""
