@@ -297,7 +297,8 @@ def set_config(arrays, **fields):
     "case, words",
     [
         ("missing", "no such file"),
-        ("text", "not a readable .npz archive"),
+        ("text", "not a checkpoint of fcn-scratch"),
+        ("image", "not a checkpoint of fcn-scratch"),
         ("truncated", "not a readable .npz archive"),
         ("no meta", "missing the 'meta' entry"),
         ("pickled", "not a readable .npz archive"),
@@ -310,6 +311,8 @@ def test_bad_checkpoint_errors_name_file_and_problem(tmp_path, checkpoint, case,
     path = str(tmp_path / "bad.npz")
     if case == "text":
         open(path, "w").write("not a checkpoint\n")
+    elif case == "image":
+        matplotlib.image.imsave(path, np.zeros((4, 4, 3)), format="png")
     elif case == "truncated":
         data = open(checkpoint, "rb").read()
         open(path, "wb").write(data[: len(data) // 2])
@@ -333,7 +336,7 @@ def test_evaluate_command_reports_a_bad_checkpoint(tmp_path, capsys):
     path.write_bytes(b"\x00" * 100)
     assert main(["evaluate", str(path)]) == 2
     err = capsys.readouterr().err
-    assert str(path) in err and "corrupt or truncated" in err
+    assert str(path) in err and "not a checkpoint of fcn-scratch" in err
 
 
 def test_save_refuses_non_finite_weights(tmp_path):
