@@ -16,6 +16,7 @@ from fcn_scratch.cli import main
 from fcn_scratch.data import FolderDataset
 from fcn_scratch.train import CheckpointError, Trainer, TrainingInterrupted, load_checkpoint
 from fcn_scratch.train.checkpoint import remove_stale_temporaries
+from fcn_scratch.train.setup import make_model, parameter_bound
 from tests.test_train import TINY_FLAGS, assert_same_bits, rewrite, set_config, tiny_config
 
 
@@ -230,3 +231,11 @@ def test_mask_ids_all_present_still_infer_the_class_count(tmp_path):
     write_folder(tmp_path, stray=None)
     assert FolderDataset(str(tmp_path)).num_classes == 4
     assert FolderDataset(str(tmp_path), num_classes=6).num_classes == 6
+
+
+@pytest.mark.parametrize("model", ["fcn32s", "fcn8s", "unpool"])
+@pytest.mark.parametrize("sizes", [{}, {"widths": None, "convs_per_stage": None, "fc_width": None}])
+def test_parameter_bound_holds_the_built_model(model, sizes):
+    config = tiny_config(None, model=model, **sizes)
+    built = make_model(config, 5).num_parameters()
+    assert built <= parameter_bound(config, 5)

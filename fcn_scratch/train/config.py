@@ -19,7 +19,16 @@ SCHEDULES = ("constant", "cosine", "poly", "step")
 CLASS_WEIGHTS = ("none", "median_freq")
 MAX_SEED = 2**63 - 1  # seeds are stored as int64
 # What model_kwargs and shapes_kwargs may hold (the other options are TrainConfig fields).
-FCN_KWARGS = ("fc6_kernel", "dropout", "score_init", "learn_skip_upsampling")
+FCN_KWARGS = (
+    "backbone",
+    "first_padding",
+    "fc6_kernel",
+    "fc6_padding",
+    "dropout",
+    "score_init",
+    "learn_skip_upsampling",
+    "preprocess",
+)
 UNPOOL_KWARGS = ("score_init",)
 SHAPES_KWARGS = ("kinds", "min_shapes", "max_shapes", "radius", "noise", "texture")
 MIN_IMAGE_SIZE = 32  # the models' total stride: pool5 needs one whole cell of the image

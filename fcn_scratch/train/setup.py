@@ -5,7 +5,7 @@ import numpy as np
 from fcn_scratch import optim
 from fcn_scratch.data import IGNORE_INDEX, ArrayDataset, FolderDataset, ShapesDataset
 from fcn_scratch.models import build_model
-from fcn_scratch.models.backbone import DEFAULT_CONVS_PER_STAGE, DEFAULT_WIDTHS
+from fcn_scratch.models.fcn import BACKBONES
 from fcn_scratch.train.config import TrainConfig
 
 
@@ -85,7 +85,7 @@ def make_model(config: TrainConfig, num_classes: int, device: str | None = None)
                 f"{MAX_PARAMETER_BYTES / 2**30:.0f} GiB allowed"
             )
         model = build_model(config.model, num_classes, **config.model_options())
-    except TypeError as err:  # a model_kwargs value of the wrong type
+    except (TypeError, KeyError) as err:  # a model_kwargs value of the wrong type
         raise ValueError(
             f"TrainConfig: cannot build {config.model} with model_kwargs "
             f"{config.model_kwargs}: {err}"
@@ -96,12 +96,14 @@ def make_model(config: TrainConfig, num_classes: int, device: str | None = None)
 def parameter_bound(config: TrainConfig, num_classes: int) -> int:
     """An upper bound of the model's parameter count, from the config alone: the
     backbone's 3x3 convs (twice, for the unpooling model's decoder), fc6 and fc7, the 1x1
-    score layers and the K->K upsamplings (kernels of at most 64x64). Unset fc_width and
-    fc6_kernel count as 4096 and 7, more than the FCNs' defaults."""
+    score layers and the K->K upsamplings (kernels of at most 64x64). Options left unset
+    take the chosen backbone's defaults."""
     options = config.model_options()
-    widths = options.get("widths", DEFAULT_WIDTHS)
-    convs = options.get("convs_per_stage", DEFAULT_CONVS_PER_STAGE)
-    fc, k6, k = options.get("fc_width", 4096), options.get("fc6_kernel", 7), num_classes
+    defaults = BACKBONES[options.get("backbone", "small")]
+    widths = options.get("widths") or defaults["widths"]
+    convs = options.get("convs_per_stage") or defaults["convs_per_stage"]
+    fc = options.get("fc_width") or defaults["fc_width"]
+    k6, k = options.get("fc6_kernel") or defaults["fc6_kernel"], num_classes
     backbone, previous = 0, 3
     for width, n in zip(widths, convs):
         backbone += 9 * (previous * width + n * width * width) + n * width
