@@ -4,7 +4,8 @@ The paper's networks built on NumPy (CPU, with Numba kernels) and CuPy (GPU, wit
 kernels), every index of im2col, max pooling, unpooling and transposed convolution in
 plain sight and checked against reference loops and PyTorch. A training step reads as in
 PyTorch: wrap images in a ``Tensor``, call a model, take ``functional.cross_entropy`` of its
-logits against labels (255 = ignore) and call ``backward()``.
+logits against labels (255 = ignore) and call ``backward()``. ``load_model(path)`` gives
+back the model of any checkpoint (trained, or converted from PyTorch weights).
 
 Layers, bottom up: kernels (reference / cpu / cuda) -> ops (forward/backward pairs)
 -> autograd (Tensor) -> functional -> nn -> models -> data, train.
@@ -15,4 +16,14 @@ from fcn_scratch.autograd import Tensor
 from fcn_scratch.gradcheck import GradcheckResult, gradcheck
 
 __version__ = "0.1.0"
-__all__ = ["Tensor", "functional", "gradcheck", "GradcheckResult", "__version__"]
+
+
+def load_model(path: str):
+    """The model in a checkpoint of ours (trained, or made by ``fcn-scratch convert``), with
+    its weights, in eval mode, on the CPU. Raises CheckpointError for an unusable file."""
+    from fcn_scratch.train.checkpoint import load_checkpoint
+
+    return load_checkpoint(path).build_model()
+
+
+__all__ = ["Tensor", "functional", "gradcheck", "GradcheckResult", "load_model", "__version__"]

@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train a model on synthetic shapes (or a folder of images and masks)",
     "evaluate": "evaluate a checkpoint: the four metrics and per-class IU",
     "predict": "segment an image file with a checkpoint and write a coloured overlay",
+    "convert": "convert PyTorch weights (the paper's FCNs, torchvision's VGG16) to a checkpoint",
     "compare": "train FCN-32s/16s/8s and the unpooling model on one budget and tabulate",
     "gradcheck": "check every op's gradients by central differences and print a table",
     "bench": "time forward+backward of the ops against baselines and PyTorch",

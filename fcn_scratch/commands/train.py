@@ -24,6 +24,8 @@ from fcn_scratch.train import (
     Trainer,
     TrainingDiverged,
     TrainingInterrupted,
+    load_checkpoint,
+    setup,
     write_outputs,
 )
 from fcn_scratch.train.config import (
@@ -110,6 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device(parser, default=None)
     add_threads(parser)
     parser.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT")
+    parser.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start from the weights (and model) of CKPT, e.g. one made by fcn-scratch convert",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -122,6 +129,14 @@ def given(args) -> dict:
 def build_trainer(args) -> Trainer:
     options = given(args)
     progress = not args.no_progress
+    if args.resume is not None and args.init_from is not None:
+        raise ValueError("--resume and --init-from exclude each other")
+    if args.init_from is not None:
+        ckpt = load_checkpoint(args.init_from)
+        config = TrainConfig(**setup.with_architecture_of(ckpt, options)).validate()
+        trainer = Trainer(config, progress=progress)
+        setup.init_weights(trainer.model, ckpt, trainer.class_names)
+        return trainer
     if args.resume is None:
         return Trainer(TrainConfig(**options).validate(), progress=progress)
     fixed = {k: v for k, v in options.items() if k not in RESUMABLE}

@@ -149,3 +149,39 @@ def class_weights(config: TrainConfig, labels: np.ndarray, num_classes: int):
     freq = np.where(freq > 0, freq, np.nan)
     weight = np.nanmedian(freq) / freq
     return np.nan_to_num(weight, nan=0.0).astype(np.float32)  # (K,)
+
+
+# The config fields that fix a model's parameters: what ``--init-from`` takes from its file.
+ARCHITECTURE = ("model", "widths", "convs_per_stage", "fc_width", "model_kwargs")
+
+
+def with_architecture_of(ckpt, fields: dict) -> dict:
+    """Config ``fields`` with ``ckpt``'s architecture (model, sizes, backbone, input
+    preprocessing) filled in, to fine-tune its weights; ValueError where a field given in
+    ``fields`` differs from the checkpoint's."""
+    theirs = ckpt.config.to_dict()
+    clash = [k for k in ARCHITECTURE if k in fields and _plain(fields[k]) != _plain(theirs[k])]
+    if clash:
+        raise ValueError(
+            f"--init-from {ckpt.path}: its model is fixed by the file; "
+            + ", ".join(f"{k} is {theirs[k]!r} there, not {fields[k]!r}" for k in clash)
+        )
+    adopted = {k: tuple(v) if isinstance(v, list) else v for k, v in theirs.items()}
+    return {**fields, **{k: adopted[k] for k in ARCHITECTURE}}
+
+
+def init_weights(model, ckpt, class_names) -> None:
+    """Load ``ckpt``'s weights into ``model`` (built by ``with_architecture_of``'s config)
+    for data with ``class_names``; the class counts must agree."""
+    from fcn_scratch.train.checkpoint import load_model_state
+
+    if len(class_names) != len(ckpt.class_names):
+        raise ValueError(
+            f"--init-from {ckpt.path}: its model scores {len(ckpt.class_names)} classes, "
+            f"the data has {len(class_names)}; convert with --num-classes {len(class_names)}"
+        )
+    load_model_state(model, ckpt.model_state, ckpt.path)
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
