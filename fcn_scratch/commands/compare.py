@@ -21,7 +21,7 @@ from fcn_scratch.parallel import limit_threads
 from fcn_scratch.plots import plot_predictions
 from fcn_scratch.train import TrainConfig, Trainer, TrainingDiverged, predict, write_outputs
 from fcn_scratch.train.config import MIN_IMAGE_SIZE, MODELS, OPTIMIZERS
-from fcn_scratch.train.outputs import atomic_write, write_json
+from fcn_scratch.train.outputs import atomic_write, example_images, write_json
 from fcn_scratch.train.setup import make_held_out
 
 NAMES = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s", "unpool": "Unpooling"}
@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fc-width", type=int_at_least(1), default=defaults.fc_width)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="a folder of images and masks (or in VOC's layout) instead of synthetic shapes",
+    )
     parser.add_argument("--out", metavar="DIR", default="runs/compare")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_device(parser)
@@ -85,6 +90,7 @@ def run(args) -> int:
         fc_width=args.fc_width,
         seed=args.seed,
         device=args.device,
+        data=args.data,
     )
     try:
         base.validate()
@@ -93,7 +99,7 @@ def run(args) -> int:
         print(f"fcn-scratch compare: error: {err}", file=sys.stderr)
         return 2
     results, predictions = {}, {}
-    images, truth = val_set.get_batch(list(range(min(6, len(val_set)))))
+    images, truth = example_images(val_set)
     for name in args.models:
         config = dataclasses.replace(base, model=name, out=os.path.join(args.out, name))
         print(f"== {NAMES[name]} ==")
@@ -110,7 +116,7 @@ def run(args) -> int:
             "train_seconds": trainer.elapsed,
         }
         predictions[NAMES[name]] = predict(trainer.model, images, args.device)
-    table = markdown_table(results, base)
+    table = markdown_table(results, base, val_set)
     paths = [os.path.join(args.out, f) for f in ("compare.md", "compare.json", "compare.png")]
     atomic_write(paths[0], lambda f: f.write(table), mode="w")
     write_json(paths[1], {"config": base.to_dict(), "results": results})
@@ -127,12 +133,18 @@ def run(args) -> int:
     return 0
 
 
-def markdown_table(results: dict, config: TrainConfig) -> str:
+def markdown_table(results: dict, config: TrainConfig, val_set) -> str:
     """The paper's Table 2 columns, one row per model, numbers in percent."""
+    if config.data is None:
+        held = f"{len(val_set)} synthetic-shapes images of {config.image_size}x{config.image_size}"
+        trained = f"{config.train_size} {'fresh ' if config.fresh_data else ''}images each"
+    else:
+        size = val_set.image_size
+        size = "their own sizes" if size is None else f"{size[0]}x{size[1]}"
+        held = f"{len(val_set)} held-out images of {size} from {config.data}"
+        trained = "the folder's training images"
     lines = [
-        f"Held-out results on {config.val_size} synthetic-shapes images of "
-        f"{config.image_size}x{config.image_size}, after {config.epochs} epochs of "
-        f"{config.train_size} {'fresh ' if config.fresh_data else ''}images each "
+        f"Held-out results on {held}, after {config.epochs} epochs of {trained} "
         f"({config.optimizer}, lr {config.lr:g} with a {config.schedule} schedule, batch "
         f"{config.batch_size}, seed {config.seed}).",
         "",

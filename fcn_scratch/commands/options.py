@@ -72,6 +72,20 @@ def widths(text: str) -> tuple[int, ...]:
     return values
 
 
+def add_max_memory(parser: argparse.ArgumentParser) -> None:
+    """--max-memory: images whose forward pass would need more are refused, not attempted."""
+    from fcn_scratch.models.memory import DEFAULT_BUDGET_GIB
+
+    parser.add_argument(
+        "--max-memory",
+        metavar="GIB",
+        type=float_in(0.0, low_open=True),
+        default=DEFAULT_BUDGET_GIB,
+        help="refuse an image whose forward pass would need more than this many GiB, "
+        "by an estimate from the model's layers (default: %(default)s)",
+    )
+
+
 def add_device(parser: argparse.ArgumentParser, default: str | None = "cpu") -> None:
     """--device; ``default=None`` lets a command tell whether it was given (it means cpu)."""
     parser.add_argument(

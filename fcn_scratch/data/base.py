@@ -105,7 +105,8 @@ class DataLoader:
     without ``shuffle``), so the order depends on nothing but the seed and the epoch number.
     ``state_dict()`` records the epoch and how many of its batches were handed out; after
     ``load_state_dict`` iteration resumes with the next batch. Each ``for`` loop over the
-    loader runs the rest of the current epoch, then moves to the next epoch.
+    loader runs the rest of the current epoch, then moves to the next epoch. A dataset
+    with a ``set_epoch`` method (random crops: ``VOCCrops``) is told the epoch first.
     """
 
     def __init__(
@@ -143,6 +144,8 @@ class DataLoader:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order = self.order(self.epoch)
+        if hasattr(self.dataset, "set_epoch"):  # datasets drawing random crops per epoch
+            self.dataset.set_epoch(self.epoch)
         for batch in _batches_in_order(
             self.dataset, order, self.batch_size, self.drop_last, self.position
         ):

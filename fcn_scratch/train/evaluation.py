@@ -62,9 +62,14 @@ def evaluate(model, dataset, batch_size: int = 16, device: str = "cpu") -> dict:
 def confusion(
     model, dataset, batch_size: int = 16, device: str = "cpu"
 ) -> tuple[ConfusionMatrix, float]:
-    """The confusion matrix of ``model`` on ``dataset`` and the mean loss per valid pixel."""
+    """The confusion matrix of ``model`` on ``dataset`` and the mean loss per valid pixel.
+
+    A dataset whose ``image_size`` is None (images of different sizes, unresized) is
+    evaluated one image at a time."""
     cm = ConfusionMatrix(dataset.num_classes, ignore_index=IGNORE_INDEX)
     loss_sum, pixels = 0.0, 0
+    if dataset.image_size is None:  # images of their own sizes (VOC): one at a time
+        batch_size = 1
     with inference(model):
         lanes = Lanes(model, lane_count(model, device))
         for start in range(0, len(dataset), batch_size):

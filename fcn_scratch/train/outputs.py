@@ -35,7 +35,7 @@ def write_outputs(trainer, num_examples: int = 6) -> dict[str, str]:
         title=f"{name}: learning curves",
         step_loss=trainer.history["step_loss"],
     )
-    images, truth = trainer.val_set.get_batch(np.arange(min(num_examples, len(trainer.val_set))))
+    images, truth = example_images(trainer.val_set, num_examples)
     pred = predict(trainer.model, images, trainer.config.device, trainer.config.batch_size)
     plots.plot_predictions(
         images,
@@ -46,6 +46,17 @@ def write_outputs(trainer, num_examples: int = 6) -> dict[str, str]:
         title=f"{name}: held-out predictions",
     )
     return paths
+
+
+def example_images(dataset, count: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` (images (B, 3, H, W), labels (B, H, W)) of ``dataset`` for a
+    figure; images of different sizes (VOC) are cut to their common top-left part."""
+    if dataset.image_size is not None:
+        return dataset.get_batch(np.arange(min(count, len(dataset))))
+    pairs = [dataset[i] for i in range(min(count, len(dataset)))]
+    h = min(y.shape[0] for _, y in pairs)
+    w = min(y.shape[1] for _, y in pairs)
+    return np.stack([x[:, :h, :w] for x, _ in pairs]), np.stack([y[:h, :w] for _, y in pairs])
 
 
 def metrics_record(trainer) -> dict:

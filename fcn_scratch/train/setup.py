@@ -3,7 +3,15 @@
 import numpy as np
 
 from fcn_scratch import optim
-from fcn_scratch.data import IGNORE_INDEX, ArrayDataset, FolderDataset, ShapesDataset
+from fcn_scratch.data import (
+    IGNORE_INDEX,
+    ArrayDataset,
+    FolderDataset,
+    ShapesDataset,
+    VOCCrops,
+    VOCDataset,
+    is_voc,
+)
 from fcn_scratch.models import build_model
 from fcn_scratch.models.fcn import BACKBONES
 from fcn_scratch.train.config import TrainConfig
@@ -16,7 +24,12 @@ def split_seed(seed: int, *keys: int) -> int:
 
 
 def make_datasets(config: TrainConfig):
-    """(train, held-out): synthetic shapes from two independent seeds, or a folder's split."""
+    """(train, held-out): synthetic shapes from two independent seeds, a folder's split,
+    or a VOC-layout folder's train split (random crops of image_size) and val split (the
+    first val_size images, each at its own size)."""
+    if config.data is not None and is_voc(config.data):
+        train = VOCDataset(config.data, "train")
+        return VOCCrops(train, config.image_size, split_seed(config.seed, 0)), _voc_val(config)
     if config.data is not None:
         folder = FolderDataset(config.data, size=config.image_size, num_classes=config.num_classes)
         return split_folder(folder, config)
@@ -25,6 +38,8 @@ def make_datasets(config: TrainConfig):
 
 def make_held_out(config: TrainConfig):
     """The run's held-out set alone (what ``make_datasets`` returns second)."""
+    if config.data is not None and is_voc(config.data):
+        return _voc_val(config)
     if config.data is not None:
         return make_datasets(config)[1]
     return _shapes(config, config.val_size, 1)
@@ -47,6 +62,10 @@ def split_folder(dataset, config: TrainConfig):
         return ArrayDataset(dataset.images[idx], dataset.labels[idx], dataset.class_names)
 
     return part(order[held:]), part(order[:held])
+
+
+def _voc_val(config: TrainConfig) -> VOCDataset:
+    return VOCDataset(config.data, "val", limit=config.val_size)
 
 
 def fresh_train_set(config: TrainConfig, epoch: int) -> ShapesDataset:
@@ -135,17 +154,21 @@ def make_schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
     return optim.ConstantSchedule(optimizer)
 
 
-def class_weights(config: TrainConfig, labels: np.ndarray, num_classes: int):
+def class_weights(config: TrainConfig, labels, num_classes: int):
     """None, or median-frequency balancing (Eigen & Fergus): weight_c = median(f) / f_c,
-    f_c = pixels of class c / pixels of the images where c appears. labels: (N, H, W)."""
+    f_c = pixels of class c / pixels of the images where c appears. labels: (N, H, W), or
+    any iterable of (H, W) label maps (read one at a time)."""
     if config.class_weights == "none":
         return None
-    flat = labels.reshape(len(labels), -1)
-    valid = flat != IGNORE_INDEX
-    counts = np.stack([(flat == c).sum(axis=1) for c in range(num_classes)])  # (K, N)
-    image_pixels = valid.sum(axis=1)  # (N,)
-    present = counts > 0
-    freq = counts.sum(axis=1) / np.maximum((present * image_pixels).sum(axis=1), 1)
+    counts = np.zeros(num_classes, dtype=np.int64)  # pixels of class c
+    pixels = np.zeros(num_classes, dtype=np.int64)  # pixels of the images holding class c
+    for label in labels:
+        valid = np.asarray(label).ravel()
+        valid = valid[valid != IGNORE_INDEX]
+        in_image = np.bincount(valid, minlength=num_classes)[:num_classes]  # (K,)
+        counts += in_image
+        pixels += (in_image > 0) * valid.size
+    freq = counts / np.maximum(pixels, 1)
     freq = np.where(freq > 0, freq, np.nan)
     weight = np.nanmedian(freq) / freq
     return np.nan_to_num(weight, nan=0.0).astype(np.float32)  # (K,)
