@@ -68,7 +68,7 @@ def confusion(
     evaluated one image at a time."""
     cm = ConfusionMatrix(dataset.num_classes, ignore_index=IGNORE_INDEX)
     loss_sum, pixels = 0.0, 0
-    if dataset.image_size is None:  # images of their own sizes (VOC): one at a time
+    if getattr(dataset, "image_size", ()) is None:  # images of their own sizes: one at a time
         batch_size = 1
     with inference(model):
         lanes = Lanes(model, lane_count(model, device))
