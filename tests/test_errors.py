@@ -205,3 +205,47 @@ def test_backward_needs_grad_for_non_scalar():
         ValueError, match=r"backward: grad must be given for a non-scalar tensor of shape \(2, 2\)"
     ):
         y.backward()
+
+
+@pytest.mark.parametrize(
+    "call,pattern",
+    [
+        (lambda: F.conv2d(x4(0, 3, 8, 8), W), r"conv2d: x has N = 0 \(shape \(0, 3, 8, 8\)\)"),
+        (lambda: F.conv2d(X, x4(0, 3, 3, 3)), r"conv2d: w has C_out = 0"),
+        (lambda: F.conv2d(x4(2, 0, 8, 8), x4(4, 0, 3, 3)), r"conv2d: x has C_in = 0"),
+        (lambda: F.conv_transpose2d(x4(2, 0, 8, 8), x4(0, 4, 3, 3)), r"conv_transpose2d: x has C_in = 0"),
+        (lambda: F.conv_transpose2d(X, x4(3, 0, 3, 3)), r"conv_transpose2d: w has C_out = 0"),
+        (lambda: F.max_pool2d(x4(0, 3, 8, 8), 2), r"max_pool2d: x has N = 0"),
+        (lambda: F.max_unpool2d(x4(2, 0, 4, 4), np.zeros((2, 0, 4, 4), int), 2), r"max_unpool2d: x has C = 0"),
+        (lambda: F.cross_entropy(x4(0, 3, 4, 4), np.zeros((0, 4, 4), int)), r"cross_entropy: logits has N = 0"),
+        (lambda: F.cross_entropy(x4(1, 0, 4, 4), np.zeros((1, 4, 4), int)), r"cross_entropy: logits has K = 0"),
+    ],
+)  # fmt: skip
+def test_empty_batches_and_channels_are_refused_by_name(call, pattern):
+    with pytest.raises(ValueError, match=pattern + ".*empty batches, channels and classes"):
+        call()
+
+
+def test_lists_work_as_arrays_for_targets_weights_and_indices():
+    logits = np.random.default_rng(0).standard_normal((1, 3, 1, 2)).astype(f32)
+    target, weight = np.array([[[0, 2]]]), np.array([1, 2, 3], f32)
+    expected = F.cross_entropy(logits, target, weight=weight).item()
+    assert F.cross_entropy(logits, target.tolist(), weight=Tensor(weight)).item() == expected
+    with pytest.raises(
+        TypeError, match="cross_entropy: mixed dtypes: logits is float32 but weight"
+    ):
+        F.cross_entropy(logits, target, weight=[1.0, 2.0, 3.0])  # a float list is float64
+    y = F.max_unpool2d(np.ones((1, 1, 1, 1), f32), [[[[3]]]], 2)
+    assert y.data.ravel().tolist() == [0, 0, 0, 1]
+
+
+def test_load_state_dict_refuses_values_that_are_not_arrays():
+    from fcn_scratch import nn
+
+    conv = nn.Conv2d(1, 1, 1)
+    before = conv.weight.data.copy()
+    with pytest.raises(
+        ValueError, match=r"Conv2d.load_state_dict: 'weight' must be an array, got list"
+    ):
+        conv.load_state_dict({"weight": [[[[1.0]]]], "bias": np.zeros(1, f32)})
+    assert np.array_equal(conv.weight.data, before)

@@ -23,7 +23,7 @@ from fcn_scratch.train import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [
     "--widths", "4,4,8,8,8", "--fc-width", "8", "--batch-size", "4", "--train-size", "8",
-    "--val-size", "4", "--image-size", "32", "--epochs", "2", "--no-progress",
+    "--val-size", "4", "--image-size", "32", "--epochs", "2", "--threads", "1", "--no-progress",
 ]  # fmt: skip
 
 # argv: SPECS then the train command's arguments. SPECS is comma-separated

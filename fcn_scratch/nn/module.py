@@ -141,6 +141,10 @@ class Module:
             if key not in state:
                 continue
             value = state[key]
+            if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+                raise ValueError(
+                    f"{name}.load_state_dict: {key!r} must be an array, got {type(value).__name__}"
+                )
             if tuple(value.shape) != tuple(p.shape):
                 raise ValueError(
                     f"{name}.load_state_dict: {key!r} expected shape {tuple(p.shape)}, "

@@ -87,3 +87,18 @@ def conv_transpose_out_size(in_size, kernel_size, stride, padding, dilation, out
             in_size, kernel_size, stride, padding, dilation, output_padding
         )
     )
+
+
+def check_not_empty(op: str, **arrays) -> None:
+    """Each argument is ``name=(array, axis names...)``: those leading axes must not be 0.
+
+    The NCHW ops take no empty batches, channels or classes (PyTorch does; here they would
+    end in a reshape error), e.g. ``check_not_empty("conv2d", x=(x, "N", "C_in"))``.
+    """
+    for name, (a, *axes) in arrays.items():
+        for axis, size in zip(axes, a.shape):
+            if size == 0:
+                raise ValueError(
+                    f"{op}: {name} has {axis} = 0 (shape {tuple(a.shape)}); empty batches, "
+                    "channels and classes are not supported"
+                )
