@@ -47,5 +47,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return module.run(sub.parse_args(argv[1:]))
     except DeviceError as err:  # e.g. --device cuda where CuPy or a GPU is missing
-        print(f"fcn-scratch {args.command}: {err}", file=sys.stderr)
-        return 1
+        print(f"fcn-scratch {args.command}: error: {err}", file=sys.stderr)
+        return 2

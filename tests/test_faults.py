@@ -239,3 +239,15 @@ def test_parameter_bound_holds_the_built_model(model, sizes):
     config = tiny_config(None, model=model, **sizes)
     built = make_model(config, 5).num_parameters()
     assert built <= parameter_bound(config, 5)
+
+
+def test_a_missing_gpu_is_a_command_error(capsys):
+    from fcn_scratch.device import DeviceError, import_cupy
+
+    try:
+        import_cupy()
+        pytest.skip("a GPU is usable here")
+    except DeviceError:
+        pass
+    assert main(["bench", "--device", "cuda", "--case", "nothing"]) == 2
+    assert capsys.readouterr().err.startswith("fcn-scratch bench: error: device 'cuda'")
