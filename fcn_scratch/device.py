@@ -3,6 +3,10 @@
 An array's type is its device: ``numpy.ndarray`` is ``"cpu"``, ``cupy.ndarray`` is
 ``"cuda"``. CuPy is imported only when a CUDA array is asked for, so a machine without
 it imports and runs ``fcn_scratch`` on the CPU with no warnings.
+
+Every use of CuPy in the library goes through ``import_cupy`` (or ``array_module``), which
+keeps the module in ``_cupy`` once it has found a usable device: the one switch point,
+where the tests put a CuPy stand-in on machines without a GPU.
 """
 
 from types import ModuleType
@@ -12,12 +16,18 @@ import numpy as np
 DEVICES = ("cpu", "cuda")
 
 
+_cupy: ModuleType | None = None  # CuPy, once import_cupy has seen it work
+
+
 class DeviceError(RuntimeError):
     """CUDA was asked for but cannot be used here; the message says why."""
 
 
 def import_cupy() -> ModuleType:
     """Return the ``cupy`` module, or raise DeviceError explaining what is missing."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
     try:
         import cupy
     except ImportError as err:
@@ -33,11 +43,14 @@ def import_cupy() -> ModuleType:
         ) from err
     if count == 0:
         raise DeviceError("device 'cuda': CuPy is installed but found no CUDA device")
+    _cupy = cupy
     return cupy
 
 
 def is_cuda_array(a) -> bool:
     """True for a cupy.ndarray, without importing CuPy."""
+    if _cupy is not None:
+        return isinstance(a, _cupy.ndarray)
     return type(a).__module__.split(".")[0] == "cupy"
 
 
@@ -48,11 +61,7 @@ def device_of(a) -> str:
 
 def array_module(a) -> ModuleType:
     """numpy or cupy, whichever owns ``a``: write ``xp = array_module(x)`` and use ``xp``."""
-    if is_cuda_array(a):
-        import cupy
-
-        return cupy
-    return np
+    return import_cupy() if is_cuda_array(a) else np
 
 
 def check_device(device: str) -> str:

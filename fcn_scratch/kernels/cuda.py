@@ -18,13 +18,20 @@ from functools import cache
 from fcn_scratch.device import import_cupy
 from fcn_scratch.kernels import launch
 
+OPTIONS: tuple[str, ...] = ()
+"""NVRTC options beyond the ones CuPy adds itself (the target architecture, -ftz=true,
+--device-as-default-execution-space); tests/test_cuda_compile.py compiles with the same."""
+
+
+def module_source() -> str:
+    """The .cu sources as one translation unit (kernel names are unique across them)."""
+    return "\n".join(path.read_text() for path in launch.SOURCES)
+
 
 @cache
 def _module():
     """The .cu sources compiled into one RawModule, once per process."""
-    cupy = import_cupy()
-    source = "\n".join(path.read_text() for path in launch.SOURCES)
-    return cupy.RawModule(code=source)
+    return import_cupy().RawModule(code=module_source(), options=OPTIONS)
 
 
 def _run(plan: launch.Launch, *inputs) -> list:
