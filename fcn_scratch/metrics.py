@@ -16,15 +16,15 @@ A class that is predicted but absent from the truth has IU 0 and pulls mean IU d
 
 import numpy as np
 
-from fcn_scratch.device import array_module
+from fcn_scratch.device import array_module, same_device, to_device
 
 
 class ConfusionMatrix:
     """Counts ``matrix[i, j]`` = pixels of true class i predicted as j, over many batches.
 
     ``update`` accepts NumPy or CuPy arrays: the counting (a bincount) runs on the arrays'
-    own device and only the ``(K, K)`` counts travel to the host. Pixels whose target is
-    ``ignore_index`` are skipped.
+    own device and only the ``(K, K)`` counts and the ids' ranges travel to the host.
+    Pixels whose target is ``ignore_index`` are skipped.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255):
@@ -47,22 +47,24 @@ class ConfusionMatrix:
                 f"ConfusionMatrix.update: pred and target must have one shape, got "
                 f"{tuple(pred.shape)} and {tuple(target.shape)}"
             )
+        same_device("ConfusionMatrix.update", pred=pred, target=target)
         xp = array_module(target)
         k = self.num_classes
         pred = pred.reshape(-1).astype(xp.int64)
         target = target.reshape(-1).astype(xp.int64)
         keep = target != self.ignore_index
         pred, target = pred[keep], target[keep]
-        for name, a in (("target", target), ("pred", pred)):
-            if a.size and (int(a.min()) < 0 or int(a.max()) >= k):
-                raise ValueError(
-                    f"ConfusionMatrix.update: {name} ids must lie in [0, {k})"
-                    + (f" or be {self.ignore_index}" if name == "target" else "")
-                    + f", got range [{int(a.min())}, {int(a.max())}]"
-                )
-        counts = xp.bincount(target * k + pred, minlength=k * k)  # (K*K,)
-        if xp is not np:
-            counts = counts.get()
+        if target.size:  # the ids' ranges, read from the device in one copy
+            ends = xp.stack([target.min(), target.max(), pred.min(), pred.max()])
+            t_lo, t_hi, p_lo, p_hi = to_device(ends, "cpu").tolist()
+            for name, lo, hi in (("target", t_lo, t_hi), ("pred", p_lo, p_hi)):
+                if lo < 0 or hi >= k:
+                    raise ValueError(
+                        f"ConfusionMatrix.update: {name} ids must lie in [0, {k})"
+                        + (f" or be {self.ignore_index}" if name == "target" else "")
+                        + f", got range [{lo}, {hi}]"
+                    )
+        counts = to_device(xp.bincount(target * k + pred, minlength=k * k), "cpu")  # (K*K,)
         self.matrix += counts.reshape(k, k)
 
     def pixel_accuracy(self) -> float:

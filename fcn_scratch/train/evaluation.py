@@ -74,8 +74,8 @@ def confusion(
         lanes = Lanes(model, lane_count(model, device))
         for start in range(0, len(dataset), batch_size):
             x, y = dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset))))
-            for labels, y_part, part_loss in lanes.run(partial(_score, device=device), x, y):
-                cm.update(labels, y_part)
+            for labels, target, part_loss in lanes.run(partial(_score, device=device), x, y):
+                cm.update(labels, target)  # counted on the device
                 loss_sum += part_loss
             pixels += int((y != IGNORE_INDEX).sum())
         lanes.close()
@@ -89,11 +89,10 @@ def _labels(model, x: np.ndarray, device: str) -> np.ndarray:
 
 
 def _score(model, x: np.ndarray, y: np.ndarray, device: str) -> tuple:
-    """(argmax labels (b, H, W) on the host, y, summed loss of the valid pixels)."""
+    """(argmax labels (b, H, W) and y, both on ``device``; summed loss of the valid pixels)."""
     logits = model(Tensor(to_device(x, device)))  # (b, K, H, W)
+    target = to_device(y, device)  # (b, H, W)
     loss = 0.0
     if (y != IGNORE_INDEX).any():
-        loss = F.cross_entropy(
-            logits, to_device(y, device), ignore_index=IGNORE_INDEX, reduction="sum"
-        ).item()
-    return to_device(logits.data.argmax(axis=1), "cpu"), y, loss
+        loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum").item()
+    return logits.data.argmax(axis=1), target, loss
