@@ -189,11 +189,7 @@ def test_to_cpu_keeps_parameters_and_cuda_is_explained():
 
 
 @pytest.mark.gpu
-def test_to_cuda_and_back():
-    try:
-        import_cupy()
-    except DeviceError as err:
-        pytest.skip(str(err))
+def test_to_cuda_and_back(cp):
     net = Net()
     state = net.state_dict()
     net.to("cuda")

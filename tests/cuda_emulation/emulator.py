@@ -1,11 +1,13 @@
 """Run the CUDA kernels on the CPU: the .cu sources compiled by g++ against cuda_emu.h.
 
 ``build(directory)`` writes a small driver that includes ``cuda_emu.h`` and every
-``fcn_scratch/kernels/*.cu`` file, exports each kernel of ``launch.KERNELS`` (in float32 and
-float64) through ``CUDA_EMU_EXPORT``, and compiles it into a shared library.
+``fcn_scratch/kernels/*.cu`` file (or, with ``code``, that CUDA source instead), exports
+each kernel of ``launch.KERNELS`` (in float32 and float64) through ``CUDA_EMU_EXPORT``,
+and compiles it into a shared library.
 ``Emulator.run(plan, *inputs)`` then does what ``fcn_scratch.kernels.cuda`` does with CuPy:
 make the inputs contiguous, allocate the outputs the plan names, and launch the plan's
 kernel on the plan's grid and block with ``(*inputs, *outputs, *scalars)``.
+``Emulator.launch(kernel, grid, block, args)`` is the bare launch, as a RawKernel call.
 """
 
 import ctypes
@@ -26,17 +28,22 @@ def kernel_names() -> list[str]:
     return [f"{op}_{suffix}" for op in launch.KERNELS for suffix in launch.SUFFIXES.values()]
 
 
-def driver_source() -> str:
+def driver_source(sources=launch.SOURCES) -> str:
     lines = ['#include "cuda_emu.h"']
-    lines += [f'#include "{path}"' for path in launch.SOURCES]
+    lines += [f'#include "{path}"' for path in sources]
     lines += [f"CUDA_EMU_EXPORT({name})" for name in kernel_names()]
     return "\n".join(lines) + "\n"
 
 
-def build(directory: Path, compiler: str = "g++") -> Path:
-    """Compile the kernels into ``directory/libcuda_emu.so``; raises with g++'s output."""
+def build(directory: Path, compiler: str = "g++", code: str | None = None) -> Path:
+    """Compile the kernels (the .cu files, or the source ``code``) into
+    ``directory/libcuda_emu.so``; raises with g++'s output."""
+    sources = launch.SOURCES
+    if code is not None:
+        sources = (directory / "module.cu",)
+        sources[0].write_text(code)
     driver = directory / "cuda_emu_driver.cpp"
-    driver.write_text(driver_source())
+    driver.write_text(driver_source(sources))
     library = directory / "libcuda_emu.so"
     command = [compiler, *CXXFLAGS, "-I", str(HEADER_DIR), str(driver), "-o", str(library)]
     result = subprocess.run(command, capture_output=True, text=True)
@@ -95,9 +102,14 @@ class Emulator:
         return inputs, outputs
 
     def _launch(self, plan, inputs, outputs, tracked=()):
-        args = [_argument(v) for v in (*inputs, *outputs, *plan.scalars)]
-        params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
-        grid = (ctypes.c_uint * 3)(*plan.grid)
-        block = (ctypes.c_uint * 3)(*plan.block)
+        self.launch(plan.kernel, plan.grid, plan.block, (*inputs, *outputs, *plan.scalars), tracked)
+
+    def launch(self, kernel: str, grid, block, args, tracked=()) -> None:
+        """Run ``kernel`` on every thread of ``grid`` x ``block`` (3-tuples) with ``args``:
+        arrays (passed as pointers to their data), numpy.int32 or numpy.int64."""
+        values = [_argument(v) for v in args]
+        params = (ctypes.c_void_p * len(values))(*(ctypes.addressof(a) for a in values))
         prefix = "emu_tracked_" if tracked else "emu_"
-        getattr(self.lib, prefix + plan.kernel)(grid, block, params, *tracked)
+        getattr(self.lib, prefix + kernel)(
+            (ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), params, *tracked
+        )
