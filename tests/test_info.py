@@ -1,5 +1,6 @@
 """``fcn-scratch info``: what it says about backends and tools agrees with this machine."""
 
+import importlib.util
 import json
 import platform
 import shutil
@@ -33,9 +34,23 @@ def test_cuda_backend_matches_import_cupy(report):
     except DeviceError as err:
         assert not cuda["usable"]
         assert cuda["why"] == str(err)
-        assert "pip install 'fcn-scratch[gpu]'" in cuda["why"] or "CuPy is installed" in cuda["why"]
+        if importlib.util.find_spec("cupy") is None:
+            assert "pip install 'fcn-scratch[gpu]'" in cuda["why"]
+        else:  # installed, but no driver or device: the reason is CuPy's
+            assert "CuPy is installed but" in cuda["why"]
     else:
         assert cuda["usable"], cuda.get("why")
+
+
+def test_nvrtc_found_where_cupy_is(report):
+    nvrtc = report["tools"]["nvrtc"]
+    if importlib.util.find_spec("cupy") is None:
+        assert not nvrtc["found"]
+        return
+    from cupy.cuda import nvrtc as binding
+
+    assert nvrtc["found"], nvrtc.get("why")
+    assert nvrtc["version"] == "NVRTC {}.{}".format(*binding.getVersion())
 
 
 @pytest.mark.parametrize("name", ["nvcc", "g++"])

@@ -6,7 +6,8 @@
                kernels (fcn_scratch/kernels/*.cu) with NVRTC and multiplies through cuBLAS
 
 Also the tools the CUDA tests use where there is no GPU: nvcc (compiles the .cu files to
-PTX) and g++ (compiles them against the CPU emulation). ``--json`` prints the same as JSON.
+PTX), CuPy's NVRTC (compiles them as a RawModule does; it needs no driver) and g++
+(compiles them against the CPU emulation). ``--json`` prints the same as JSON.
 """
 
 import argparse
@@ -76,7 +77,8 @@ def cuda_backend() -> dict:
     except Exception as err:  # NVRTC missing or failing: the message says which
         return {"usable": False, "why": f"{detail}; the kernels do not compile: {err}"}
     try:
-        float((cupy.ones((2, 2), dtype=cupy.float32) @ cupy.ones((2, 2), dtype=cupy.float32)).sum())
+        ones = cupy.ones((2, 2), dtype=cupy.float32)
+        (ones @ ones).sum().get()
     except Exception as err:  # the GEMMs of conv go through cuBLAS
         return {"usable": False, "why": f"{detail}; cupy.matmul (cuBLAS) fails: {err}"}
     return {"usable": True, "detail": detail}
@@ -107,6 +109,19 @@ def tool(name: str) -> dict:
     return {"found": True, "path": path, "version": banner.strip()}
 
 
+def nvrtc_tool() -> dict:
+    """CuPy's NVRTC binding and its version, when CuPy and its NVRTC library load."""
+    if importlib.util.find_spec("cupy") is None:
+        return {"found": False}
+    try:
+        from cupy.cuda import nvrtc
+
+        major, minor = nvrtc.getVersion()
+    except Exception as err:  # CuPy without its CUDA libraries: say why
+        return {"found": False, "why": f"CuPy is installed but NVRTC does not load: {err}"}
+    return {"found": True, "path": "cupy.cuda.nvrtc", "version": f"NVRTC {major}.{minor}"}
+
+
 def collect() -> dict:
     """Everything ``info`` reports, as a JSON-able dict."""
     return {
@@ -125,6 +140,7 @@ def collect() -> dict:
         },
         "tools": {
             "nvcc": tool("nvcc"),  # tests/test_cuda_compile.py
+            "nvrtc": nvrtc_tool(),  # tests/test_cuda_compile.py
             "g++": tool("g++"),  # tests/test_cuda_emulation.py
         },
     }
@@ -143,9 +159,13 @@ def render(report: dict) -> str:
         state = "usable" if b["usable"] else "not usable"
         lines.append(f"  {name:<12} {state:<11} {b['detail'] if b['usable'] else b['why']}")
     lines.append("tools for the CUDA tests without a GPU")
-    uses = {"nvcc": "compiles the .cu kernels to PTX", "g++": "runs them under the emulation"}
+    uses = {
+        "nvcc": "compiles the .cu kernels to PTX",
+        "nvrtc": "compiles them as CuPy does, with no GPU",
+        "g++": "runs them under the emulation",
+    }
     for name, t in report["tools"].items():
-        where = f"{t['path']} ({t['version']})" if t["found"] else "not found"
+        where = f"{t['path']} ({t['version']})" if t["found"] else t.get("why", "not found")
         lines.append(f"  {name:<12} {where}: {uses[name]}")
     return "\n".join(lines)
 
