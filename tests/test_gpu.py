@@ -23,6 +23,7 @@ from fcn_scratch import functional as F
 from fcn_scratch.cli import main
 from fcn_scratch.kernels import cpu as kcpu
 from fcn_scratch.kernels import cuda as kcuda
+from fcn_scratch.kernels import launch
 from fcn_scratch.kernels import reference as ref
 from fcn_scratch.models import build_model
 from fcn_scratch.train import TrainConfig, Trainer, confusion, load_checkpoint
@@ -69,6 +70,17 @@ def test_standin_refuses_implicit_host_conversion(cp):
     assert cp.transfers == []
     np.testing.assert_array_equal(a.get(), np.arange(6.0).reshape(2, 3))
     assert a.sum().item() == 15.0 and cp.transfers == [("get", (2, 3)), ("item", ())]
+
+
+def test_standin_launches_the_plans_grid_and_block(cp):
+    """What conv2d launches is the plan of fcn_scratch.kernels.launch, grid and block."""
+    if not is_standin(cp):
+        pytest.skip("checks the CuPy stand-in, which a GPU machine does not use")
+    x = cp.asarray(randn((2, 3, 9, 11), np.float32))
+    F.conv2d(x, cp.asarray(randn((4, 3, 3, 3), np.float32)), stride=2, padding=1)
+    plan = launch.im2col((2, 3, 9, 11), np.float32, (3, 3), (2, 2), (1, 1), (1, 1), (5, 6))
+    assert cp.cuda.launches == [(plan.kernel, plan.grid, plan.block)]
+    assert plan.grid == (7, 1, 1)  # 2*27*30 = 1620 threads in blocks of 256
 
 
 # ---- kernels: fcn_scratch.kernels.cuda against the reference loops --------------------------
@@ -342,14 +354,14 @@ SMALL = dict(TINY, model="fcn8s", epochs=1, fresh_data=False, out=None)
 """FCN-8s with 4 to 8 channels on 32x32 images, 3 steps of 4 images per epoch."""
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_trainer_steps_match_cpu(cp, optimizer):
+def test_trainer_steps_match_cpu(cp):
     """fcn_scratch.train's Trainer: one short epoch (3 steps, then the held-out
-    evaluation) on each device, float32, class weights on."""
+    evaluation) on each device, float32, class weights on. (SGD: Adam's step would turn
+    rounding-level differences of near-zero gradients into steps of size lr.)"""
     runs = {}
     for device in ("cpu", "cuda"):
         config = TrainConfig(
-            **SMALL, optimizer=optimizer, lr=0.05, class_weights="median_freq", device=device
+            **SMALL, optimizer="sgd", lr=0.05, class_weights="median_freq", device=device
         )
         trainer = Trainer(config, progress=False)
         metrics = trainer.fit()

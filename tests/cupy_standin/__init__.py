@@ -90,12 +90,14 @@ def __getattr__(name: str):
 def install(monkeypatch, build_dir: Path):
     """Put the stand-in in CuPy's place for one test (``monkeypatch`` undoes it): it becomes
     ``fcn_scratch.device``'s CuPy, NumPy's converters refuse device arrays, kernels are
-    compiled under ``build_dir``, and ``transfers`` starts empty. Returns this module."""
+    compiled under ``build_dir``, and ``transfers`` and ``cuda.launches`` start empty.
+    Returns this module."""
     from fcn_scratch import device
 
     for name in ("asarray", "asanyarray", "array", "ascontiguousarray"):
         monkeypatch.setattr(np, name, _refusing(getattr(np, name)))
     monkeypatch.setattr(cuda, "build_dir", build_dir)
+    monkeypatch.setattr(cuda, "launches", [])
     this = sys.modules[__name__]
     monkeypatch.setattr(device, "_cupy", this)
     transfers.clear()

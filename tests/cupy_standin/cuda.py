@@ -3,7 +3,8 @@ kernels run on the CPU.
 
 ``RawModule(code=...)`` compiles ``code`` with g++ against tests/cuda_emulation/cuda_emu.h
 (once per distinct source, under ``build_dir``, which ``install`` sets);
-``get_function(name)(grid, block, args)`` runs every block and thread of that grid with
+``get_function(name)(grid, block, args)`` records the launch in ``launches`` and runs
+every block and thread of that grid with
 ``args`` passed as CuPy passes them: device arrays as pointers to their data (contiguous
 or not: the kernel gets the pointer, nothing more), ``numpy.int32`` as C ``int`` and
 ``numpy.int64`` as ``long long``. What CuPy would pass wrongly or refuse is refused here: a
@@ -22,6 +23,7 @@ from cupy_standin._core import ndarray
 
 NAME = "CuPy stand-in (CUDA C emulated on the CPU)"
 build_dir: Path | None = None  # set by install
+launches: list[tuple[str, tuple, tuple]] = []  # (kernel, grid, block) of every launch
 _compiled: dict[str, Emulator] = {}  # source -> its compiled kernels, for the whole session
 
 
@@ -78,9 +80,9 @@ class RawKernel:
         self._emulator, self.name = emulator, name
 
     def __call__(self, grid, block, args, **kwargs) -> None:
-        self._emulator.launch(
-            self.name, _dim3(grid), _dim3(block), [_argument(self.name, a) for a in args]
-        )
+        grid, block = _dim3(grid), _dim3(block)
+        launches.append((self.name, grid, block))
+        self._emulator.launch(self.name, grid, block, [_argument(self.name, a) for a in args])
 
 
 def _dim3(size) -> tuple[int, int, int]:
