@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import pytest
 from test_kernels import CONV, DTYPES, POOL, randn, shuffled_linspace
-from test_train import TINY, keep_thread_limits  # noqa: F401 (an autouse fixture)
+from test_train import TINY, TINY_FLAGS, keep_thread_limits  # noqa: F401 (autouse fixture)
 
 from fcn_scratch import Tensor, checks, gradcheck
 from fcn_scratch import functional as F
@@ -26,6 +26,7 @@ from fcn_scratch.kernels import cuda as kcuda
 from fcn_scratch.kernels import launch
 from fcn_scratch.kernels import reference as ref
 from fcn_scratch.models import build_model
+from fcn_scratch.models.preprocess import CAFFE_BGR
 from fcn_scratch.train import TrainConfig, Trainer, confusion, load_checkpoint
 
 pytestmark = pytest.mark.gpu
@@ -276,7 +277,8 @@ def test_tensor_moves_between_devices_with_gradients(cp):
 
 
 def test_module_moves_to_cuda_and_back(cp):
-    model = build_model("fcn8s", 3, widths=(2, 2, 4, 4, 4), fc_width=8)
+    """FCN-8s with the Caffe input preprocessing (a fixed layer, not a parameter)."""
+    model = build_model("fcn8s", 3, widths=(2, 2, 4, 4, 4), fc_width=8, preprocess=CAFFE_BGR)
     x = randn((1, 3, 32, 32), np.float32)
     y_cpu = model(Tensor(x)).numpy()
     assert model.to("cuda") is model
@@ -394,6 +396,14 @@ def test_a_training_step_reads_back_only_the_loss(cp, optimizer):
         trainer.schedule.step()
         assert grads_ready and np.isfinite(loss)
         assert cp.transfers == [("get", ())], cp.transfers
+
+
+def test_train_command_on_cuda(cp, tmp_path, capsys):
+    argv = ["train", *TINY_FLAGS, "--epochs", "1", "--device", "cuda", "--out", str(tmp_path)]
+    assert main(argv) == 0, capsys.readouterr().err
+    ckpt = load_checkpoint(str(tmp_path / "checkpoint.npz"))
+    assert ckpt.config.device == "cuda" and ckpt.epoch == 1
+    assert np.isfinite(ckpt.meta["metrics"]["loss"])
 
 
 def test_checkpoint_saved_on_cuda_loads_and_resumes_on_cpu(cp, tmp_path):
