@@ -156,9 +156,8 @@ class Trainer:
             trainer.schedule.load_state_dict(ckpt.state["schedule"])
             trainer.loader.load_state_dict(ckpt.state["loader"])
             random.set_state(ckpt.state["random"])
-            trainer.partial = {k: float(ckpt.state["partial"][k]) for k in _empty_partial()}
-            trainer.partial["batches"] = int(trainer.partial["batches"])
-            trainer.partial["images"] = int(trainer.partial["images"])
+            partial = ckpt.state["partial"]
+            trainer.partial = {k: type(v)(partial[k]) for k, v in _empty_partial().items()}
         except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
             raise CheckpointError(
                 f"checkpoint {path}: its training state does not fit: {err!r}"
