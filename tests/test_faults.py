@@ -192,11 +192,12 @@ def test_a_save_removes_temporaries_of_dead_processes_only(tmp_path):
                           capture_output=True, text=True, check=True)  # fmt: skip
     stale = tmp_path / f".checkpoint.npz.{int(dead.stdout)}.0a1b2c3d.tmp"
     alive = tmp_path / f".checkpoint.npz.{os.getppid()}.0a1b2c3d.tmp"
+    own = tmp_path / f".checkpoint.npz.{os.getpid()}.0a1b2c3d.tmp"  # a pid come back
     other = tmp_path / f".metrics.json.{int(dead.stdout)}.0a1b2c3d.tmp"
-    for path in (stale, alive, other):
+    for path in (stale, alive, own, other):
         path.write_bytes(b"PK half")
     Trainer(tiny_config(tmp_path, epochs=1), progress=False).save()
-    assert not stale.exists() and alive.exists() and other.exists()
+    assert not stale.exists() and not own.exists() and alive.exists() and other.exists()
     assert remove_stale_temporaries(str(tmp_path / "metrics.json")) == [str(other)]
 
 

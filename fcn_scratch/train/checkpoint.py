@@ -125,13 +125,16 @@ def _cannot_write(path: str, err: OSError) -> OSError:
 
 def remove_stale_temporaries(path: str) -> list[str]:
     """Remove the temporary files of ``path`` (``.<name>.<pid>.<hex>.tmp``) that processes
-    no longer running left behind (killed during a save); return what was removed."""
+    no longer running left behind (killed during a save); return what was removed. Those
+    with this process's own pid go too: its saves of one file run one at a time, and a
+    pid comes back after a restart (a container's training process is often pid 1)."""
     folder, base = os.path.split(os.path.abspath(path))
     pattern = re.compile(re.escape(f".{base}.") + r"(\d+)\.[0-9a-f]+\.tmp")
     removed = []
     for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(base)}.*.tmp")):
         match = pattern.fullmatch(os.path.basename(tmp))
-        if match and not _running(int(match.group(1))):
+        pid = int(match.group(1)) if match else None
+        if pid is not None and (pid == os.getpid() or not _running(pid)):
             try:
                 os.remove(tmp)
                 removed.append(tmp)
@@ -142,13 +145,11 @@ def remove_stale_temporaries(path: str) -> list[str]:
 
 def _running(pid: int) -> bool:
     """Whether a process ``pid`` exists (one of another user counts as running)."""
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError, OSError):
+    except (OSError, OverflowError):  # another user's process, or no valid pid
         return True
     return True
 
