@@ -1,127 +1,180 @@
-"""One FCN training step, ours against PyTorch, on the CPU with the same number of threads.
+"""One FCN training step, ours against PyTorch, each timed alone in a process of its own.
 
-Builds our FCN (default FCN-8s on 64x64 images, the default training configuration), builds
-the same network in torch with our weights copied in, checks that logits, loss and every
-parameter gradient agree (float32 tolerances), then times a full step (forward, softmax
-cross-entropy, backward, plain SGD update) of each, alternating, and prints the ratio
-ours / torch:
+    python benchmarks/bench_model.py                  # the table below, 1 thread and all cores
+    python benchmarks/bench_model.py --busy 1         # the same beside a busy program
 
-    python benchmarks/bench_model.py --threads 2 --batch 16 --size 64 --repeat 7
+A step is forward, softmax cross-entropy (255 ignored), backward and an Adam update: ours
+through ``Trainer.train_step`` (the batch split across lanes), torch through the twin of
+``models/torch_mirror.py`` with our weights copied in. First a parity check (logits and
+every gradient agree to float32 tolerances; exit status 1 if not), then, for each case and
+thread count, our process and then torch's, never interleaved: torch's OpenMP threads keep
+spinning after each op and would steal the cores from whatever runs next in its process.
 
-Exit status 1 if the two disagree.
+Cases: the default model (TrainConfig) at batch 8 and 16, and a wider one (widths
+32,64,128,128,128, two convs per stage, fc width 256) at batch 16, on 64x64 images.
+``--busy N`` starts N programs that keep one core each busy (pure Python loops) for the
+whole run: a step should slow down by about the share of the machine they take, not more.
 """
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 
 import numpy as np
 
-from fcn_scratch import Tensor
-from fcn_scratch import functional as F
-from fcn_scratch.commands.bench import set_threads
-from fcn_scratch.models import build_model
-
-RTOL = 1e-4  # float32: relative error of whole arrays, in the 2-norm
-
-
-def rel_err(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="fcn8s", choices=["fcn32s", "fcn16s", "fcn8s"])
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--size", type=int, default=64, help="image height and width")
-    p.add_argument("--classes", type=int, default=4)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeat", type=int, default=7, help="timed steps (median reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps (JIT compilation)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    return p.parse_args(argv)
+CASES = {
+    "default": {},
+    "wide": {
+        "widths": (32, 64, 128, 128, 128),
+        "convs_per_stage": (2, 2, 2, 2, 2),
+        "fc_width": 256,
+    },
+}
+RTOL = 1e-4  # float32 parity: relative error of whole arrays, in the 2-norm
 
 
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+def make_trainer(case: str, batch: int):
+    from fcn_scratch.train import TrainConfig, Trainer
+
+    config = TrainConfig(out=None, batch_size=batch, train_size=batch, val_size=1, **CASES[case])
+    return Trainer(config, progress=False)
+
+
+def time_steps(step, repeat: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        step()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def child(which: str, case: str, batch: int, threads: int, repeat: int) -> list[float]:
+    from fcn_scratch.parallel import limit_threads
+
+    limit_threads(threads)
+    trainer = make_trainer(case, batch)
+    x, y = trainer.train_set.get_batch(np.arange(batch))
+    if which == "ours":
+
+        def step():
+            trainer.train_step(x, y)
+            trainer.optimizer.step()
+
+        return time_steps(step, repeat)
     import torch
 
     from fcn_scratch.models.torch_mirror import torch_model
 
-    threads = set_threads(args.threads)
-    # Kaiming-initialised score layers, so that every gradient is non-zero at step one.
-    model = build_model(args.model, args.classes, score_init="kaiming_normal", rng=0)
+    torch.set_num_threads(threads)
+    twin = torch_model(trainer.model)
+    adam = torch.optim.Adam([p for p in twin.parameters() if p.requires_grad], lr=1e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def torch_step():
+        adam.zero_grad()
+        loss = torch.nn.functional.cross_entropy(twin(xt), yt, ignore_index=255)
+        loss.item()
+        loss.backward()
+        adam.step()
+
+    return time_steps(torch_step, repeat)
+
+
+def parity(case: str, batch: int) -> float:
+    """The worst relative error over logits and gradients, ours against torch."""
+    import torch
+
+    from fcn_scratch import Tensor
+    from fcn_scratch import functional as F
+    from fcn_scratch.models.torch_mirror import torch_model
+
+    trainer = make_trainer(case, batch)
+    model = trainer.model
+    for p in (model.score_fr, model.score_pool4, model.score_pool3):  # non-zero gradients
+        p.weight.data[...] = np.random.default_rng(0).standard_normal(p.weight.shape) * 0.1
     twin = torch_model(model)
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
-    target = rng.integers(0, args.classes, (args.batch, args.size, args.size))
-    xt, target_t = torch.from_numpy(x), torch.from_numpy(target)
-    ours_params = [p for p in model.parameters() if p.requires_grad]
-    torch_params = [p for p in twin.parameters() if p.requires_grad]
-    sgd = torch.optim.SGD(torch_params, lr=args.lr)
-
-    def step_ours() -> Tensor:
-        model.zero_grad()
-        logits = model(Tensor(x))
-        loss = F.cross_entropy(logits, target)
-        loss.backward()
-        for p in ours_params:
-            p.data -= args.lr * p.grad
-        return logits
-
-    def step_torch():
-        sgd.zero_grad()
-        logits = twin(xt)
-        loss = torch.nn.functional.cross_entropy(logits, target_t, ignore_index=255)
-        loss.backward()
-        sgd.step()
-        return logits
-
-    # Parity, before any update: logits and gradients of one forward/backward.
+    x, y = trainer.train_set.get_batch(np.arange(batch))
     logits = model(Tensor(x))
-    F.cross_entropy(logits, target).backward()
-    logits_t = twin(xt)
-    torch.nn.functional.cross_entropy(logits_t, target_t).backward()
-    errors = {"logits": rel_err(logits.numpy(), logits_t.detach().numpy())}
-    theirs = dict(twin.named_parameters())
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            errors[name] = rel_err(p.grad, theirs[name].grad.numpy())
-    worst = max(errors, key=errors.get)
-    ok = errors[worst] <= RTOL
-    print(
-        f"{args.model}, batch {args.batch}x3x{args.size}x{args.size}, {args.classes} classes, "
-        f"float32, threads: {threads}"
-    )
-    print(
-        f"parity: logits rel. err {errors['logits']:.1e}; worst gradient {worst} "
-        f"{errors[worst]:.1e} over {len(errors) - 1} parameters -> "
-        f"{'ok' if ok else 'MISMATCH'} (tolerance {RTOL:g})"
-    )
+    F.cross_entropy(logits, y).backward()
+    logits_t = twin(torch.from_numpy(x))
+    torch.nn.functional.cross_entropy(logits_t, torch.from_numpy(y), ignore_index=255).backward()
 
-    # Steps alternate (ours, torch, ours, ...) so that both see the same machine load.
-    steps = {"ours": step_ours, "torch": step_torch}
-    for step in steps.values():
-        for _ in range(args.warmup):
-            step()
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.repeat):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            samples[name].append(time.perf_counter() - start)
-    for name, values in samples.items():
-        median = statistics.median(values)
-        print(
-            f"{name:6s} step: median {median * 1e3:8.1f} ms, min {min(values) * 1e3:8.1f} ms "
-            f"over {args.repeat} steps ({args.batch / median:.1f} images/s)"
-        )
-    ratios = [a / b for a, b in zip(samples["ours"], samples["torch"], strict=True)]
+    def rel(a, b):
+        return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+    errors = [rel(logits.numpy(), logits_t.detach().numpy())]
+    theirs = dict(twin.named_parameters())
+    errors += [
+        rel(p.grad, theirs[n].grad.numpy())
+        for n, p in model.named_parameters()
+        if p.grad is not None
+    ]
+    return max(errors)
+
+
+def measure(which, case, batch, threads, repeat) -> list[float]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        which,
+        "--case",
+        case,
+        "--batch",
+        str(batch),
+        "--threads",
+        str(threads),
+        "--repeat",
+        str(repeat),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.split("RESULT ", 1)[1])
+
+
+def main(argv: list[str]) -> int:
+    cores = len(os.sched_getaffinity(0))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeat", type=int, default=20, help="timed steps per run (median)")
+    p.add_argument("--threads", type=int, nargs="*", default=sorted({1, cores}))
+    p.add_argument("--busy", type=int, default=0, help="busy programs running beside")
+    p.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--case", default="default", choices=sorted(CASES), help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        samples = child(args.child, args.case, args.batch, args.threads[0], args.repeat)
+        print("RESULT " + json.dumps(samples))
+        return 0
+    worst = parity("default", 4)
+    ok = worst <= RTOL
     print(
-        f"ratio ours / torch: median of paired steps {statistics.median(ratios):.2f}x, "
-        f"of minima {min(samples['ours']) / min(samples['torch']):.2f}x (target <= 1.5x)"
+        f"parity (default model, batch 4): worst relative error {worst:.1e} "
+        f"({'ok' if ok else 'MISMATCH'}, tolerance {RTOL:g})"
     )
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        print(f"\n{args.busy} busy program(s) beside; median of {args.repeat} steps, ms\n")
+        print("| model | batch | threads | ours | torch | ours/torch |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for case, batch in (("default", 8), ("default", 16), ("wide", 16)):
+            for threads in args.threads:
+                ours = statistics.median(measure("ours", case, batch, threads, args.repeat))
+                theirs = statistics.median(measure("torch", case, batch, threads, args.repeat))
+                print(
+                    f"| {case} | {batch} | {threads} | {ours * 1e3:.1f} | {theirs * 1e3:.1f} "
+                    f"| {ours / theirs:.2f} |",
+                    flush=True,
+                )
+    finally:
+        for b in busy:
+            b.kill()
     return 0 if ok else 1
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import threadpoolctl
 
 from fcn_scratch import random
+from fcn_scratch.memory import keep_freed_memory
 
 _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
@@ -70,6 +71,7 @@ class Lanes:
     def __init__(self, model, count: int):
         if count < 1:
             raise ValueError(f"Lanes: count must be >= 1, got {count}")
+        keep_freed_memory()  # every batch computed passes through here
         self.model = model
         self.replicas = [model] + [replicate(model) for _ in range(count - 1)]
         self._pool = ThreadPoolExecutor(count - 1, "lane") if count > 1 else None

@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 from cupy_standin import install as install_standin
 
+from fcn_scratch import parallel
 from fcn_scratch import random as fcn_random
 from fcn_scratch.device import DeviceError, import_cupy
 from fcn_scratch.kernels import cuda as kcuda
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_limit():
+    """Commands set the process's thread limit (``--threads``); later tests get theirs back."""
+    threads = parallel.thread_count()
+    yield
+    if parallel.thread_count() != threads:
+        parallel.limit_threads(threads)
 
 
 @pytest.fixture

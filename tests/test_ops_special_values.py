@@ -14,10 +14,10 @@ from fcn_scratch import Tensor
 from fcn_scratch import functional as F
 from fcn_scratch.ops import activation, pool
 
-torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 
-def test_max_pool2d_propagates_nan_like_torch():
+def test_max_pool2d_propagates_nan_like_torch(torch):
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     x[0, 1, 3, 2] = np.nan  # not the first tap of its window
     x[1, 2, 5, 5] = x[1, 2, 4, 4] = np.nan
@@ -28,7 +28,7 @@ def test_max_pool2d_propagates_nan_like_torch():
     assert np.isnan(y.numpy()[0, 1, 1, 1])
 
 
-def test_relu_of_infinities_and_nan():
+def test_relu_of_infinities_and_nan(torch):
     x = np.array([-np.inf, -1.0, 0.0, 2.0, np.inf, np.nan], dtype=np.float32)
     y, ctx = activation.relu_forward(x)
     np.testing.assert_array_equal(y, torch.relu(torch.from_numpy(x)).numpy())
@@ -58,7 +58,7 @@ def test_window_check_is_closed_form_for_huge_kernels():
     "size, kernel, stride, padding, dilation",
     [((5, 5), (2, 2), (1, 1), (1, 1), (5, 5)), ((1, 4), (2, 1), (1, 1), (1, 0), (2, 1))],
 )
-def test_window_check_agrees_with_torch(size, kernel, stride, padding, dilation):
+def test_window_check_agrees_with_torch(size, kernel, stride, padding, dilation, torch):
     """Where a window would cover only padding we refuse; elsewhere torch and we agree."""
     x = np.random.default_rng(1).standard_normal((1, 1, *size))
     args = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation)

@@ -12,13 +12,6 @@ from fcn_scratch.train.evaluation import confusion, predict
 SMALL = dict(widths=(4, 4, 8, 8, 8), convs_per_stage=(1, 1, 1, 1, 1), fc_width=8)
 
 
-@pytest.fixture(autouse=True)
-def keep_thread_limit():
-    threads = parallel.thread_count()
-    yield
-    parallel.limit_threads(threads)
-
-
 def batch(n=6, size=32, classes=4, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((n, 3, size, size), dtype=np.float32)

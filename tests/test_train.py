@@ -8,9 +8,7 @@ import signal
 import matplotlib.image
 import numpy as np
 import pytest
-import threadpoolctl
 
-from fcn_scratch import parallel
 from fcn_scratch.cli import main
 from fcn_scratch.train import (
     CheckpointError,
@@ -43,15 +41,6 @@ TINY_FLAGS = [
     "32",
     "--no-progress",
 ]
-
-
-@pytest.fixture(autouse=True)
-def keep_thread_limits():
-    """The commands set the thread limit (lanes and BLAS); give other tests back theirs."""
-    threads = parallel.thread_count()
-    with threadpoolctl.threadpool_limits(limits=None):
-        yield
-    parallel.limit_threads(threads)
 
 
 def tiny_config(out, **fields) -> TrainConfig:

@@ -16,7 +16,10 @@ is exactly s times larger (FCN crops instead; the work is the same).
 """
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 from typing import NamedTuple
@@ -24,10 +27,12 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from fcn_scratch.commands.options import int_at_least
 from fcn_scratch.device import import_cupy
 from fcn_scratch.kernels import reference
 from fcn_scratch.ops import conv, pool
 from fcn_scratch.ops.shapes import conv_out_size, conv_transpose_out_size
+from fcn_scratch.parallel import limit_threads, thread_count
 
 REFERENCE_MAX_LOOPS = 2_000_000
 
@@ -263,16 +268,33 @@ def has_torch() -> bool:
 
 
 def cpu_row(case: Case, repeat: int) -> dict:
-    """Seconds per column on the CPU (None where a column is skipped)."""
+    """Seconds per column on the CPU (None where a column is skipped); torch's column is
+    filled by ``torch_column``, in a process of its own."""
     a = make_inputs(case)
     row = dict(reference=None, numpy=None, ours=None, torch=None)
     if reference_loops(case) <= REFERENCE_MAX_LOOPS:
         row["reference"] = median_seconds(kernel_step(case, a, reference), 1)
     row["numpy"] = median_seconds(kernel_step(case, a, NUMPY_BASELINE), repeat)
     row["ours"] = median_seconds(ours_step(case, a), repeat)
-    if has_torch():
-        row["torch"] = median_seconds(torch_step(case, a, "cpu"), repeat)
     return row
+
+
+def torch_column(cases: list[Case], repeat: int, threads: int) -> list[float | None]:
+    """torch's seconds for each case on the CPU, timed in a child process: torch's OpenMP
+    threads keep spinning after each op and would slow whatever runs next beside them."""
+    if not has_torch():
+        return [None] * len(cases)
+    names = json.dumps([c.name for c in cases])
+    code = (
+        "import json, sys, torch\n"
+        "from fcn_scratch.commands import bench\n"
+        f"torch.set_num_threads({threads})\n"
+        f"cases = [c for c in bench.CASES if c.name in json.loads({names!r})]\n"
+        "print(json.dumps([bench.median_seconds(bench.torch_step(c, bench.make_inputs(c), "
+        f"'cpu'), {repeat}) for c in cases]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def cuda_row(case: Case, repeat: int) -> dict:
@@ -297,32 +319,14 @@ def cuda_row(case: Case, repeat: int) -> dict:
 ROWS = {"cpu": cpu_row, "cuda": cuda_row}
 
 
-def set_threads(threads: int) -> str:
-    """Use ``threads`` threads in Numba, PyTorch and the BLAS under NumPy; say what was set."""
-    import numba
-
-    numba.set_num_threads(threads)
-    notes = [f"numba {threads}"]
-    if has_torch():
-        import torch
-
-        torch.set_num_threads(threads)
-        notes.append(f"torch {threads}")
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        notes.append("BLAS default (install threadpoolctl to set it)")
-    else:
-        threadpool_limits(threads)
-        notes.append(f"BLAS {threads}")
-    return ", ".join(notes)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=sorted(ROWS), default="cpu", help="where to run")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per cell (median)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for Numba, torch and BLAS"
+        "--threads",
+        type=int_at_least(1),
+        default=thread_count(),
+        help=f"CPU threads for BLAS and torch (default: {thread_count()})",
     )
     parser.add_argument("--case", help="only cases whose name contains this text")
 
@@ -332,34 +336,27 @@ def fmt_ms(seconds: float | None) -> str:
 
 
 def run(args) -> int:
-    import numba
-
-    threads = args.threads or numba.config.NUMBA_NUM_THREADS
-    if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
-        print(
-            f"bench: --threads must be in [1, {numba.config.NUMBA_NUM_THREADS}] "
-            f"(NUMBA_NUM_THREADS), got {threads}"
-        )
-        return 2
     if args.device == "cuda":
         import_cupy()  # raises DeviceError saying what is missing, before any output
     cases = [c for c in CASES if args.case is None or args.case in c.name]
     if not cases:
         print(f"bench: no case name contains {args.case!r}")
         return 2
+    limit_threads(args.threads)
     print(
-        f"forward+backward, float32, device {args.device}, threads: {set_threads(threads)}, "
-        f"median of {args.repeat}, times in ms\n"
+        f"forward+backward, float32, device {args.device}, {args.threads} threads "
+        f"(BLAS and torch), median of {args.repeat}, times in ms\n"
     )
+    rows = [ROWS[args.device](case, args.repeat) for case in cases]
+    if args.device == "cpu":
+        for row, seconds in zip(rows, torch_column(cases, args.repeat, args.threads)):
+            row["torch"] = seconds
     print("| case | reference | numpy im2col | ours | torch | ours/torch |")
     print("|---|---:|---:|---:|---:|---:|")
-    for case in cases:
-        row = ROWS[args.device](case, args.repeat)
+    for case, row in zip(cases, rows):
         ratio = "-" if row["torch"] is None else f"{row['ours'] / row['torch']:.2f}"
         cells = " | ".join(fmt_ms(row[k]) for k in ("reference", "numpy", "ours", "torch"))
         print(f"| {case.name} | {cells} | {ratio} |", flush=True)
-    if args.device == "cpu":
-        print(f"\nNumba threading layer: {numba.threading_layer()}")
     return 0
 
 

@@ -1,0 +1,200 @@
+"""The main job, ours against PyTorch: the default recipe of ``fcn-scratch train`` run in
+each, every run in a process of its own, one after the other, never interleaved.
+
+    python benchmarks/bench_train.py                 # defaults: every core, epochs of the recipe
+    python benchmarks/bench_train.py --threads 1 --epochs 3
+
+Both runs use the same configuration (TrainConfig's defaults), the same initial weights
+(the torch twin of ``models/torch_mirror.py`` copies ours), the same fresh synthetic
+images in the same batches (our ``FreshShapes`` and ``DataLoader``), Adam with the same
+poly schedule per step, the held-out evaluation after every epoch, and the same number of
+threads (ours: lanes; torch: ``torch.set_num_threads``). Each prints held-out mean IU,
+wall time, images per second and the peak resident memory at the end of every epoch (it
+must not grow from epoch to epoch). ``--cold`` also times our first step with an empty
+Numba cache (the compile time a fresh install pays once).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set so far (VmHWM), in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_ours(epochs: int | None, threads: int) -> dict:
+    from fcn_scratch.parallel import limit_threads
+    from fcn_scratch.train import TrainConfig, Trainer
+
+    limit_threads(threads)
+    config = TrainConfig(out=None, **({} if epochs is None else {"epochs": epochs}))
+    start = time.perf_counter()
+    trainer = Trainer(config, progress=False)
+    rss = []
+    original = trainer._end_epoch
+
+    def end_epoch():
+        original()
+        rss.append(peak_rss_mb())
+
+    trainer._end_epoch = end_epoch
+    trainer.fit()
+    wall = time.perf_counter() - start
+    return summary(trainer.history["epochs"], wall, rss, config, trainer.lanes.count)
+
+
+def run_torch(epochs: int | None, threads: int) -> dict:
+    import torch
+
+    from fcn_scratch import random
+    from fcn_scratch.data import IGNORE_INDEX, DataLoader
+    from fcn_scratch.metrics import ConfusionMatrix
+    from fcn_scratch.models.torch_mirror import torch_model
+    from fcn_scratch.train import TrainConfig, setup
+    from fcn_scratch.train.fresh import FreshShapes
+
+    torch.set_num_threads(threads)
+    config = TrainConfig(out=None, **({} if epochs is None else {"epochs": epochs}))
+    start = time.perf_counter()
+    random.manual_seed(config.seed)
+    fresh = FreshShapes(config)
+    val_set = setup.make_held_out(config)
+    train_set = fresh.get(0)
+    ours = setup.make_model(config, len(train_set.class_names))
+    model = torch_model(ours)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    loader = DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed)
+    total_steps = config.epochs * len(loader)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: (1 - min(t, total_steps) / total_steps) ** 0.9
+    )
+    history, rss = [], []
+    for epoch in range(config.epochs):
+        if epoch:
+            loader.dataset = fresh.get(epoch)
+        model.train()
+        seconds, images = 0.0, 0
+        for x, y in loader:
+            t0 = time.perf_counter()
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(
+                model(torch.from_numpy(x)), torch.from_numpy(y), ignore_index=IGNORE_INDEX
+            )
+            loss.item()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seconds += time.perf_counter() - t0
+            images += len(x)
+        model.eval()
+        cm = ConfusionMatrix(val_set.num_classes, ignore_index=IGNORE_INDEX)
+        with torch.no_grad():
+            for s in range(0, len(val_set), config.batch_size):
+                xv, yv = val_set.get_batch(np.arange(s, min(s + config.batch_size, len(val_set))))
+                cm.update(model(torch.from_numpy(xv)).argmax(1).numpy(), yv)
+        history.append({**cm.summary(), "images_per_s": images / seconds})
+        rss.append(peak_rss_mb())
+    fresh.close()
+    return summary(history, time.perf_counter() - start, rss, config, threads)
+
+
+def summary(history: list, wall: float, rss: list, config, lanes: int) -> dict:
+    return {
+        "mean_iou": history[-1]["mean_iou"],
+        "pixel_acc": history[-1]["pixel_acc"],
+        "wall_s": wall,
+        "images_per_s": config.epochs * config.train_size / wall,
+        "step_images_per_s": float(np.mean([h["images_per_s"] for h in history])),
+        "peak_rss_mb_by_epoch": rss,
+        "epochs": config.epochs,
+        "lanes": lanes,
+    }
+
+
+def cold_compile_seconds() -> float:
+    """Wall time of one training step of the default model with an empty Numba cache, minus
+    the same with the cache filled: what compiling the kernels costs, once per install."""
+    code = (
+        "import time; t = time.perf_counter()\n"
+        "import numpy as np\n"
+        "from fcn_scratch.train import TrainConfig, Trainer\n"
+        "tr = Trainer(TrainConfig(out=None, train_size=8, val_size=8), progress=False)\n"
+        "x, y = tr.train_set.get_batch(np.arange(8)); tr.train_step(x, y)\n"
+        "from fcn_scratch.train.evaluation import evaluate; evaluate(tr.model, tr.val_set, 8)\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        runs = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", code],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()[-1]
+            )
+            for _ in range(2)
+        ]
+    return runs[0] - runs[1]
+
+
+def child(which: str, epochs: int | None, threads: int) -> None:
+    result = (run_ours if which == "ours" else run_torch)(epochs, threads)
+    print("RESULT " + json.dumps(result))
+
+
+def measure(which: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", which, "--threads", str(args.threads)]
+    if args.epochs is not None:
+        cmd += ["--epochs", str(args.epochs)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.split("RESULT ", 1)[1])
+
+
+def main(argv: list[str]) -> int:
+    cores = len(os.sched_getaffinity(0))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=cores, help=f"default: {cores}")
+    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--cold", action="store_true", help="also time the Numba compilation")
+    p.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(args.child, args.epochs, args.threads)
+        return 0
+    results = {}
+    for which in ("ours", "torch"):
+        results[which] = r = measure(which, args)
+        rss = r["peak_rss_mb_by_epoch"]
+        print(
+            f"{which:5s}: mean IU {r['mean_iou']:.4f}, pixel acc {r['pixel_acc']:.4f}, "
+            f"wall {r['wall_s']:.1f} s for {r['epochs']} epochs, {r['images_per_s']:.1f} img/s "
+            f"overall ({r['step_images_per_s']:.1f} in training steps), threads {args.threads}"
+            f" (lanes {r['lanes']}), peak RSS {rss[0]:.0f} MiB after epoch 1, "
+            f"{rss[-1]:.0f} MiB after epoch {len(rss)}",
+            flush=True,
+        )
+    ratio = results["ours"]["wall_s"] / results["torch"]["wall_s"]
+    print(f"wall time ours / torch: {ratio:.2f}")
+    if args.cold:
+        print(f"Numba compilation, cold cache: {cold_compile_seconds():.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
