@@ -102,6 +102,26 @@ def test_im2col_matches_reference(k, s, p, d, shape, out, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "kernel, padding, shape",
+    [
+        ((3, 3), (1, 1), (2, 3, 5, 4)),
+        ((5, 3), (2, 1), (1, 2, 6, 3)),
+        ((5, 5), (2, 2), (1, 1, 2, 3)),
+        ((3, 3), (1, 1), (1, 2, 1, 1)),
+        ((1, 3), (0, 1), (2, 1, 3, 9)),
+    ],
+    ids=str,
+)
+def test_im2col_same_size_fast_path_matches_reference(kernel, padding, shape, dtype):
+    """Stride 1 with the output the input's size (shifted-plane copies) takes its own loop;
+    planes smaller than the kernel included."""
+    x = randn(shape, dtype)
+    args = (kernel, (1, 1), padding, (1, 1), shape[2:])
+    np.testing.assert_array_equal(cpu.im2col(x, *args), ref.im2col(x, *args))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
 def test_col2im_matches_reference(k, s, p, d, shape, out, dtype):
     n, c, h, w = shape
@@ -357,6 +377,7 @@ def test_bitwise_deterministic_across_calls_and_threads(dtype):
 JITTED = [
     "_valid_range",
     "_im2col",
+    "_im2col_same",
     "_col2im",
     "_maxpool2d_forward",
     "_maxpool2x2_forward",
@@ -373,6 +394,7 @@ names = json.loads(sys.argv[1])
 compiled_at_import = {n: len(getattr(cpu, n).signatures) for n in names}
 x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
 col = cpu.im2col(x, (2, 2), (1, 1), (0, 0), (1, 1), (3, 3))
+cpu.im2col(x, (3, 3), (1, 1), (1, 1), (1, 1), (4, 4))
 cpu.col2im(col, (4, 4), (2, 2), (1, 1), (0, 0), (1, 1), (3, 3))
 y, idx = cpu.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), (2, 2))
 cpu.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1), (1, 1), (2, 2))

@@ -96,6 +96,38 @@ def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
 
 
 @njit(nogil=True, cache=True)
+def _im2col_same(x, KH, KW, PH, PW, col):
+    """``_im2col`` for stride 1, dilation 1 and an output the size of the input (the 3x3,
+    padding 1 convolutions of the FCNs): x: (N, C, H, W) -> col: (N, C*KH*KW, H*W).
+
+    Tap (i, j) sees the plane shifted by (i - PH, j - PW), so its row of col is one
+    contiguous copy of the plane, ``out[t] = plane[t + shift]``, after which the rows the
+    shift brings in from outside and the columns that wrap around from the next row are
+    set to 0. Small planes (4x4, 8x8) pay one copy instead of one per output row.
+    """
+    N, C, H, W = x.shape
+    size = H * W
+    for n in range(N):
+        for c in range(C):
+            plane = x[n, c].ravel()  # (H*W,)
+            for i in range(KH):
+                for j in range(KW):
+                    out = col[n, (c * KH + i) * KW + j]  # (H*W,)
+                    dy, dx = i - PH, j - PW
+                    shift = dy * W + dx
+                    lo = min(size, max(0, -dy * W, -shift))  # first t that reads inside x
+                    hi = max(lo, min(size, (H - dy) * W, size - shift))
+                    _zero(out, 0, lo)
+                    _copy(out, lo, plane, lo + shift, 1, hi - lo)
+                    _zero(out, hi, size - hi)
+                    for oy in range(max(0, -dy), min(H, H - dy)):  # columns that wrapped
+                        for ox in range(max(0, -dx)):
+                            out[oy * W + ox] = 0
+                        for ox in range(max(0, W - dx), W):
+                            out[oy * W + ox] = 0
+
+
+@njit(nogil=True, cache=True)
 def _col2im(col, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, x):
     """col: (N, C*KH*KW, OH*OW) -> x: (N, C, H, W), summed in place into a zeroed x."""
     N, C, H, W = x.shape
@@ -210,7 +242,10 @@ def im2col(x, kernel_size, stride, padding, dilation, out_size):
     KH, KW = kernel_size
     OH, OW = out_size
     col = np.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
-    _im2col(x, KH, KW, *stride, *padding, *dilation, OH, OW, col)
+    if stride == dilation == (1, 1) and (OH, OW) == x.shape[2:]:
+        _im2col_same(x, KH, KW, *padding, col)
+    else:
+        _im2col(x, KH, KW, *stride, *padding, *dilation, OH, OW, col)
     return col
 
 
