@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 from fcn_scratch.data.base import IGNORE_INDEX, ArrayDataset
 
@@ -47,8 +48,6 @@ class FolderDataset(ArrayDataset):
         class_names: Sequence[str] | None = None,
         seed: int = 0,
     ):
-        from PIL import Image  # Pillow comes with matplotlib; only needed here
-
         pairs = find_pairs(root)
         size = (size, size) if isinstance(size, (int, np.integer)) else size
         rng = np.random.default_rng(seed)
@@ -175,8 +174,6 @@ def find_pairs(root: str) -> list[tuple[str, str]]:
 
 def _fit(image, mask, size: tuple[int, int], crop: bool, rng: np.random.Generator, path: str):
     """Bring a PIL image and mask to ``size = (H, W)``: resize or a random crop."""
-    from PIL import Image
-
     h, w = size
     if not crop:
         return image.resize((w, h), Image.BILINEAR), mask.resize((w, h), Image.NEAREST)
