@@ -158,6 +158,8 @@ def test_train_reports_an_unwritable_out(tmp_path, capsys, where):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("fcn-scratch train: error: cannot write") and str(tmp_path / out) in err
+    if where == "a file":
+        assert f"{tmp_path / 'file'} is a file, not a folder" in err
 
 
 def test_train_reports_a_full_disk_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):

@@ -95,6 +95,8 @@ def atomic_write(path: str, write, mode: str = "wb") -> None:
     over ``path``; on any failure (Ctrl-C included) remove it and leave ``path`` alone.
     An OSError (no such folder, read-only, disk full, ...) is raised again naming ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OSError(f"cannot write {path}: {folder} is a file, not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
         remove_stale_temporaries(path)
