@@ -164,3 +164,32 @@ def test_train_evaluate_and_compare_on_a_voc_folder(voc, tmp_path, capsys):
     ]
     assert main(argv) == 0
     assert "2 held-out images of their own sizes from" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_val_image_over_the_memory_budget(voc, tmp_path, capsys):
+    root, _ = voc
+    config = TrainConfig(
+        data=root, image_size=32, epochs=1, batch_size=2, out=str(tmp_path / "r"), **SMALL
+    )
+    Trainer(config, progress=False).fit()
+    ckpt = os.path.join(config.out, "checkpoint.npz")
+    assert main(["evaluate", ckpt, "--data", root, "--max-memory", "0.0001"]) == 2
+    err = capsys.readouterr().err
+    assert "fcn-scratch evaluate: error: image" in err and "d.jpg is 45x45 (HxW)" in err
+    assert "memory budget of 0.0001 GiB" in err
+
+
+def test_median_frequency_weights_from_label_maps_read_one_by_one(voc):
+    from fcn_scratch.train.setup import class_weights
+
+    root, truth = voc
+    crops = VOCCrops(VOCDataset(root, "train"), 32)
+    weights = class_weights(TrainConfig(class_weights="median_freq"), crops.labels, 3)
+    maps = [truth[n][truth[n] != IGNORE_INDEX] for n in ("a", "b", "c")]
+    freq = np.array(
+        [
+            sum((m == c).sum() for m in maps) / sum(m.size for m in maps if (m == c).any())
+            for c in range(3)
+        ]
+    )
+    np.testing.assert_allclose(weights, np.median(freq) / freq, rtol=1e-6)
