@@ -14,7 +14,7 @@ from fcn_scratch.device import DeviceError
 COMMANDS = {
     "train": "train a model on synthetic shapes (or a folder of images and masks)",
     "evaluate": "evaluate a checkpoint: the four metrics and per-class IU",
-    "predict": "segment an image file with a checkpoint and write a coloured overlay",
+    "predict": "segment image files with a checkpoint: coloured overlays, masks of class ids",
     "convert": "convert PyTorch weights (the paper's FCNs, torchvision's VGG16) to a checkpoint",
     "compare": "train FCN-32s/16s/8s and the unpooling model on one budget and tabulate",
     "gradcheck": "check every op's gradients by central differences and print a table",
