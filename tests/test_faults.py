@@ -147,19 +147,28 @@ def test_train_refuses_a_huge_model_before_allocating(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("where", ["a file", "under a file", "read-only"])
-def test_train_reports_an_unwritable_out(tmp_path, capsys, where):
+def test_train_reports_an_unwritable_out(tmp_path, monkeypatch, capsys, where):
     (tmp_path / "file").write_text("x")
     out = {"a file": "file", "under a file": "file/run", "read-only": "ro"}[where]
     if where == "read-only":
-        if os.geteuid() == 0:
-            pytest.skip("root writes into read-only folders")
         (tmp_path / "ro").mkdir(mode=0o500)
+        if os.geteuid() == 0:  # root writes anyway: refuse as the kernel would for others
+            real_open = os.open
+
+            def read_only(path, *args, **kwargs):
+                if str(path).startswith(str(tmp_path / "ro")):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+                return real_open(path, *args, **kwargs)
+
+            monkeypatch.setattr(os, "open", read_only)
     argv = ["train", *TINY_FLAGS, "--epochs", "1", "--out", str(tmp_path / out)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("fcn-scratch train: error: cannot write") and str(tmp_path / out) in err
     if where == "a file":
         assert f"{tmp_path / 'file'} is a file, not a folder" in err
+    if where == "read-only":
+        assert "Permission denied" in err
 
 
 def test_train_reports_a_full_disk_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
