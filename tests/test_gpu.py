@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import pytest
 from test_kernels import CONV, DTYPES, POOL, randn, shuffled_linspace
-from test_train import TINY, TINY_FLAGS, keep_thread_limits  # noqa: F401 (autouse fixture)
+from test_train import TINY, TINY_FLAGS
 
 from fcn_scratch import Tensor, checks, gradcheck
 from fcn_scratch import functional as F
