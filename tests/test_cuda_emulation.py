@@ -198,17 +198,17 @@ def one_writer_cases():
     vals = randn(idx.shape, np.float64)
     return {
         "im2col": (
-            partial(launch.im2col, shape, np.float32, *window, out),
+            partial(launch.im2col, shape, np.float32, window, out),
             (x,),
             [ref.im2col(x, *window, out)],
         ),
         "col2im": (
-            partial(launch.col2im, col.shape, np.float64, (9, 7), *window, out),
+            partial(launch.col2im, col.shape, np.float64, (9, 7), window, out),
             (col,),
             [ref.col2im(col, (9, 7), *window, out)],
         ),
         "maxpool2d_forward": (
-            partial(launch.maxpool2d_forward, shape, np.float32, *window, out),
+            partial(launch.maxpool2d_forward, shape, np.float32, window, out),
             (xs,),
             list(ref.maxpool2d_forward(xs, *window, out)),
         ),

@@ -79,7 +79,7 @@ def test_standin_launches_the_plans_grid_and_block(cp):
         pytest.skip("checks the CuPy stand-in, which a GPU machine does not use")
     x = cp.asarray(randn((2, 3, 9, 11), np.float32))
     F.conv2d(x, cp.asarray(randn((4, 3, 3, 3), np.float32)), stride=2, padding=1)
-    plan = launch.im2col((2, 3, 9, 11), np.float32, (3, 3), (2, 2), (1, 1), (1, 1), (5, 6))
+    plan = launch.im2col((2, 3, 9, 11), np.float32, ((3, 3), (2, 2), (1, 1), (1, 1)), (5, 6))
     assert cp.cuda.launches == [(plan.kernel, plan.grid, plan.block)]
     assert plan.grid == (7, 1, 1)  # 2*27*30 = 1620 threads in blocks of 256
 

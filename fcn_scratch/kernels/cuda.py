@@ -50,7 +50,8 @@ def im2col(x, kernel_size, stride, padding, dilation, out_size):
 
     x: (N, C, H, W) -> col: (N, C*KH*KW, OH*OW)
     """
-    plan = launch.im2col(x.shape, x.dtype, kernel_size, stride, padding, dilation, out_size)
+    window = (kernel_size, stride, padding, dilation)
+    plan = launch.im2col(x.shape, x.dtype, window, out_size)
     (col,) = _run(plan, x)
     return col
 
@@ -60,9 +61,8 @@ def col2im(col, in_size, kernel_size, stride, padding, dilation, out_size):
 
     col: (N, C*KH*KW, OH*OW) -> x: (N, C, H, W), with (H, W) = in_size
     """
-    plan = launch.col2im(
-        col.shape, col.dtype, in_size, kernel_size, stride, padding, dilation, out_size
-    )
+    window = (kernel_size, stride, padding, dilation)
+    plan = launch.col2im(col.shape, col.dtype, in_size, window, out_size)
     (x,) = _run(plan, col)
     return x
 
@@ -72,9 +72,8 @@ def maxpool2d_forward(x, kernel_size, stride, padding, dilation, out_size):
 
     x: (N, C, H, W) -> y: (N, C, OH, OW), idx: (N, C, OH, OW) int64, flat into H*W
     """
-    plan = launch.maxpool2d_forward(
-        x.shape, x.dtype, kernel_size, stride, padding, dilation, out_size
-    )
+    window = (kernel_size, stride, padding, dilation)
+    plan = launch.maxpool2d_forward(x.shape, x.dtype, window, out_size)
     y, idx = _run(plan, x)
     return y, idx
 

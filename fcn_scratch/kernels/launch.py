@@ -33,6 +33,7 @@ KERNELS = ("im2col", "col2im", "maxpool2d_forward", "maxunpool2d_forward", "maxu
 """Every extern "C" kernel is one of these names with the suffix ``_f32`` or ``_f64``."""
 
 Size = tuple[int, int]  # (h, w)
+Window = tuple[Size, Size, Size, Size]  # (kernel_size, stride, padding, dilation)
 Shape = tuple[int, ...]
 
 SUFFIXES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
@@ -70,64 +71,52 @@ def _launch(op: str, dtype, threads: int, inputs, outputs, scalars, max_blocks: 
     return Launch(kernel_name(op, dtype), *grid_1d(threads, max_blocks), inputs, outputs, scalars)
 
 
+def _window_plan(
+    op: str, dtype, in_size: Size, window: Window, out_size: Size, outputs, max_blocks: int
+) -> Launch:
+    """A Launch of one of the three sliding-window kernels (im2col, col2im, max-pool forward).
+
+    They take the same scalars, (H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, total), and run
+    one thread per element of their first output (``total`` of them).
+    """
+    total = math.prod(outputs[0][0])
+    geometry = (*in_size, *(v for pair in window for v in pair), *out_size, np.int64(total))
+    return _launch(op, dtype, total, (np.dtype(dtype),), outputs, geometry, max_blocks)
+
+
 def im2col(
-    x_shape: Shape,
-    dtype,
-    kernel_size: Size,
-    stride: Size,
-    padding: Size,
-    dilation: Size,
-    out_size: Size,
-    *,
-    max_blocks: int = MAX_BLOCKS,
+    x_shape: Shape, dtype, window: Window, out_size: Size, *, max_blocks: int = MAX_BLOCKS
 ) -> Launch:
     """x: (N, C, H, W) -> col: (N, C*KH*KW, OH*OW); one thread per col element."""
     N, C, H, W = x_shape
-    (KH, KW), (OH, OW), dtype = kernel_size, out_size, np.dtype(dtype)
-    col_shape = (N, C * KH * KW, OH * OW)
-    total = math.prod(col_shape)
-    geometry = (H, W, *kernel_size, *stride, *padding, *dilation, OH, OW, np.int64(total))
-    return _launch("im2col", dtype, total, (dtype,), ((col_shape, dtype),), geometry, max_blocks)
+    (KH, KW), (OH, OW) = window[0], out_size
+    col = ((N, C * KH * KW, OH * OW), np.dtype(dtype))
+    return _window_plan("im2col", dtype, (H, W), window, out_size, (col,), max_blocks)
 
 
 def col2im(
     col_shape: Shape,
     dtype,
     in_size: Size,
-    kernel_size: Size,
-    stride: Size,
-    padding: Size,
-    dilation: Size,
+    window: Window,
     out_size: Size,
     *,
     max_blocks: int = MAX_BLOCKS,
 ) -> Launch:
     """col: (N, C*KH*KW, OH*OW) -> x: (N, C, H, W); one thread per image element (a gather)."""
-    (KH, KW), dtype = kernel_size, np.dtype(dtype)
-    x_shape = (col_shape[0], col_shape[1] // (KH * KW), *in_size)
-    total = math.prod(x_shape)
-    geometry = (*in_size, *kernel_size, *stride, *padding, *dilation, *out_size, np.int64(total))
-    return _launch("col2im", dtype, total, (dtype,), ((x_shape, dtype),), geometry, max_blocks)
+    KH, KW = window[0]
+    x = ((col_shape[0], col_shape[1] // (KH * KW), *in_size), np.dtype(dtype))
+    return _window_plan("col2im", dtype, in_size, window, out_size, (x,), max_blocks)
 
 
 def maxpool2d_forward(
-    x_shape: Shape,
-    dtype,
-    kernel_size: Size,
-    stride: Size,
-    padding: Size,
-    dilation: Size,
-    out_size: Size,
-    *,
-    max_blocks: int = MAX_BLOCKS,
+    x_shape: Shape, dtype, window: Window, out_size: Size, *, max_blocks: int = MAX_BLOCKS
 ) -> Launch:
     """x: (N, C, H, W) -> y: (N, C, OH, OW), idx: (N, C, OH, OW) int64; one thread per output."""
     N, C, H, W = x_shape
-    y_shape, dtype = (N, C, *out_size), np.dtype(dtype)
-    outputs = ((y_shape, dtype), (y_shape, np.dtype(np.int64)))
-    total = math.prod(y_shape)
-    geometry = (H, W, *kernel_size, *stride, *padding, *dilation, *out_size, np.int64(total))
-    return _launch("maxpool2d_forward", dtype, total, (dtype,), outputs, geometry, max_blocks)
+    y_shape = (N, C, *out_size)
+    outputs = ((y_shape, np.dtype(dtype)), (y_shape, np.dtype(np.int64)))
+    return _window_plan("maxpool2d_forward", dtype, (H, W), window, out_size, outputs, max_blocks)
 
 
 def maxunpool2d_forward(
