@@ -40,7 +40,42 @@ def _initial_weight(op: str, init: str, shape, fan: int, rng, dtype) -> np.ndarr
     raise ValueError(f"{op}: init must be one of {CONV_INITS}, got {init!r}")
 
 
-class Conv2d(Module):
+def _zero_bias(n: int, bias: bool, dtype, requires_grad: bool = True) -> Tensor | None:
+    """A zero bias of shape (n,), or None when ``bias`` is False."""
+    return Tensor(initialisers.zeros((n,), dtype), requires_grad=requires_grad) if bias else None
+
+
+class _Conv(Module):
+    """What Conv2d and ConvTranspose2d share: channels and window checked, and their repr."""
+
+    def __init__(
+        self, op: str, in_channels: int, out_channels: int, kernel_size, stride, padding, dilation
+    ) -> None:
+        super().__init__()
+        self.in_channels = _positive(op, "in_channels", in_channels)
+        self.out_channels = _positive(op, "out_channels", out_channels)
+        self.kernel_size = pair(op, "kernel_size", kernel_size, 1)
+        self.stride = pair(op, "stride", stride, 1)
+        self.padding = pair(op, "padding", padding, 0)
+        self.dilation = pair(op, "dilation", dilation, 1)
+
+    def extra_repr(self, *extras: str) -> str:
+        """Channels, kernel, stride and padding, then ``extras``, dilation and bias when not
+        the default."""
+        parts = [
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}",
+            f"stride={self.stride}",
+            f"padding={self.padding}",
+            *extras,
+        ]
+        if self.dilation != (1, 1):
+            parts.append(f"dilation={self.dilation}")
+        if self.bias is None:
+            parts.append("bias=False")
+        return ", ".join(parts)
+
+
+class Conv2d(_Conv):
     """y = conv2d(x, weight, bias): x (N, C_in, H, W) -> y (N, C_out, OH, OW).
 
     weight: (C_out, C_in, KH, KW), bias: (C_out,); OH = (H + 2P - D*(K-1) - 1) // S + 1.
@@ -59,23 +94,13 @@ class Conv2d(Module):
         rng: initialisers.RngLike = None,
         init: str = "kaiming_normal",
     ) -> None:
-        super().__init__()
         op = "Conv2d"
-        self.in_channels = _positive(op, "in_channels", in_channels)
-        self.out_channels = _positive(op, "out_channels", out_channels)
-        self.kernel_size = pair(op, "kernel_size", kernel_size, 1)
-        self.stride = pair(op, "stride", stride, 1)
-        self.padding = pair(op, "padding", padding, 0)
-        self.dilation = pair(op, "dilation", dilation, 1)
+        super().__init__(op, in_channels, out_channels, kernel_size, stride, padding, dilation)
         dtype = _check_dtype(op, dtype)
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
         w = _initial_weight(op, init, shape, initialisers.fan_in(shape), rng, dtype)
         self.weight = Tensor(w, requires_grad=True)  # (C_out, C_in, KH, KW)
-        self.bias = (
-            Tensor(initialisers.zeros((self.out_channels,), dtype), requires_grad=True)
-            if bias
-            else None
-        )  # (C_out,)
+        self.bias = _zero_bias(self.out_channels, bias, dtype)  # (C_out,)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
@@ -84,17 +109,8 @@ class Conv2d(Module):
         """Multiply-accumulates: one per output element per kernel tap per input channel."""
         return int(np.prod(y_shape)) * self.in_channels * int(np.prod(self.kernel_size))
 
-    def extra_repr(self) -> str:
-        text = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}"
-        )
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        return text + ("" if self.bias is not None else ", bias=False")
 
-
-class ConvTranspose2d(Module):
+class ConvTranspose2d(_Conv):
     """The adjoint of Conv2d ("deconvolution"): x (N, C_in, H, W) -> y (N, C_out, OH, OW).
 
     weight: (C_in, C_out, KH, KW) as in torch; OH = (H-1)*S - 2P + D*(K-1) + OP + 1.
@@ -118,15 +134,9 @@ class ConvTranspose2d(Module):
         init: str = "kaiming_normal",
         learnable: bool = True,
     ) -> None:
-        super().__init__()
         op = "ConvTranspose2d"
-        self.in_channels = _positive(op, "in_channels", in_channels)
-        self.out_channels = _positive(op, "out_channels", out_channels)
-        self.kernel_size = pair(op, "kernel_size", kernel_size, 1)
-        self.stride = pair(op, "stride", stride, 1)
-        self.padding = pair(op, "padding", padding, 0)
+        super().__init__(op, in_channels, out_channels, kernel_size, stride, padding, dilation)
         self.output_padding = pair(op, "output_padding", output_padding, 0)
-        self.dilation = pair(op, "dilation", dilation, 1)
         self.init = init
         dtype = _check_dtype(op, dtype)
         shape = (self.in_channels, self.out_channels, *self.kernel_size)
@@ -148,11 +158,7 @@ class ConvTranspose2d(Module):
         else:
             raise ValueError(f"{op}: init must be one of {TRANSPOSED_INITS}, got {init!r}")
         self.weight = Tensor(w, requires_grad=learnable)  # (C_in, C_out, KH, KW)
-        self.bias = (
-            Tensor(initialisers.zeros((self.out_channels,), dtype), requires_grad=learnable)
-            if bias
-            else None
-        )  # (C_out,)
+        self.bias = _zero_bias(self.out_channels, bias, dtype, learnable)  # (C_out,)
 
     @property
     def learnable(self) -> bool:
@@ -168,16 +174,8 @@ class ConvTranspose2d(Module):
         return int(np.prod(x_shape)) * self.out_channels * int(np.prod(self.kernel_size))
 
     def extra_repr(self) -> str:
-        text = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}"
-        )
-        if self.output_padding != (0, 0):
-            text += f", output_padding={self.output_padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.bias is None:
-            text += ", bias=False"
+        padded = self.output_padding != (0, 0)
+        text = super().extra_repr(*([f"output_padding={self.output_padding}"] if padded else []))
         return text + f", init={self.init!r}" + ("" if self.learnable else ", frozen")
 
 
@@ -205,11 +203,7 @@ class Linear(Module):
         shape = (self.out_features, self.in_features)
         w = _initial_weight(op, init, shape, self.in_features, rng, dtype)
         self.weight = Tensor(w, requires_grad=True)  # (out, in)
-        self.bias = (
-            Tensor(initialisers.zeros((self.out_features,), dtype), requires_grad=True)
-            if bias
-            else None
-        )  # (out,)
+        self.bias = _zero_bias(self.out_features, bias, dtype)  # (out,)
 
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) != 2 or x.shape[1] != self.in_features:
