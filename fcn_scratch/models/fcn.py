@@ -225,44 +225,49 @@ class FCN32s(FCNBase):
         return crop_to_input(self.upscore(score), self.offset, x.shape[-2:], "FCN32s")
 
 
-class FCN16s(FCNBase):
-    """x (N, C, H, W) -> logits (N, K, H, W): 1/32 scores x2, fused with pool4's, then x16."""
+class _Pool4Skip(FCNBase):
+    """What FCN-16s and FCN-8s share: score_fr upsampled x2 (upscore2), fused with pool4's
+    scores (score_pool4) at the offset the geometry gives."""
 
-    def __init__(self, num_classes: int, **options) -> None:
+    def __init__(self, num_classes: int, name: str, **options) -> None:
         super().__init__(num_classes, **options)
         self.upscore2 = self.upsampling(2, self.learn_skip_upsampling)
         self.score_pool4 = self.score_layer(self.backbone.widths[3])
-        self.upscore16 = self.upsampling(16, self.learn_final_upsampling)
         self.align_pool4 = align(
             self.map_of_score_fr().then(layer_map(self.upscore2)),
             self.map_of_pool(4).then(layer_map(self.score_pool4)),
-            "FCN16s: upscore2 + score_pool4",
+            f"{name}: upscore2 + score_pool4",
         )
+
+    def score_pool4_fused(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Backbone features [pool1..pool5] and the fused scores (N, K, ~H/16, ~W/16)."""
+        pooled, score = self.score_coarse(x)
+        return pooled, fuse(self.upscore2(score), self.score_pool4(pooled[3]), self.align_pool4)
+
+
+class FCN16s(_Pool4Skip):
+    """x (N, C, H, W) -> logits (N, K, H, W): 1/32 scores x2, fused with pool4's, then x16."""
+
+    def __init__(self, num_classes: int, **options) -> None:
+        super().__init__(num_classes, "FCN16s", **options)
+        self.upscore16 = self.upsampling(16, self.learn_final_upsampling)
         self.offset = output_offset(
             self.align_pool4.fused.then(layer_map(self.upscore16)), "FCN16s"
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled, score = self.score_coarse(x)
-        fuse4 = fuse(self.upscore2(score), self.score_pool4(pooled[3]), self.align_pool4)
+        _, fuse4 = self.score_pool4_fused(x)
         return crop_to_input(self.upscore16(fuse4), self.offset, x.shape[-2:], "FCN16s")
 
 
-class FCN8s(FCNBase):
+class FCN8s(_Pool4Skip):
     """x (N, C, H, W) -> logits (N, K, H, W): fuses pool4's and pool3's scores, then x8."""
 
     def __init__(self, num_classes: int, **options) -> None:
-        super().__init__(num_classes, **options)
-        self.upscore2 = self.upsampling(2, self.learn_skip_upsampling)
-        self.score_pool4 = self.score_layer(self.backbone.widths[3])
+        super().__init__(num_classes, "FCN8s", **options)
         self.upscore_pool4 = self.upsampling(2, self.learn_skip_upsampling)
         self.score_pool3 = self.score_layer(self.backbone.widths[2])
         self.upscore8 = self.upsampling(8, self.learn_final_upsampling)
-        self.align_pool4 = align(
-            self.map_of_score_fr().then(layer_map(self.upscore2)),
-            self.map_of_pool(4).then(layer_map(self.score_pool4)),
-            "FCN8s: upscore2 + score_pool4",
-        )
         self.align_pool3 = align(
             self.align_pool4.fused.then(layer_map(self.upscore_pool4)),
             self.map_of_pool(3).then(layer_map(self.score_pool3)),
@@ -271,7 +276,6 @@ class FCN8s(FCNBase):
         self.offset = output_offset(self.align_pool3.fused.then(layer_map(self.upscore8)), "FCN8s")
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled, score = self.score_coarse(x)
-        fuse4 = fuse(self.upscore2(score), self.score_pool4(pooled[3]), self.align_pool4)
+        pooled, fuse4 = self.score_pool4_fused(x)
         fuse3 = fuse(self.upscore_pool4(fuse4), self.score_pool3(pooled[2]), self.align_pool3)
         return crop_to_input(self.upscore8(fuse3), self.offset, x.shape[-2:], "FCN8s")
