@@ -18,7 +18,7 @@ import pytest
 from test_kernels import CONV, DTYPES, POOL, randn, shuffled_linspace
 from test_train import TINY, TINY_FLAGS
 
-from fcn_scratch import Tensor, checks, gradcheck
+from fcn_scratch import Tensor, gradcheck, gradcheck_cases
 from fcn_scratch import functional as F
 from fcn_scratch.cli import main
 from fcn_scratch.kernels import cpu as kcpu
@@ -177,7 +177,7 @@ def test_flat_indices_beyond_32_bits(cp):
 
 # ---- every op through the functional API: CUDA against the CPU -----------------------------
 
-OP_CASES = [c for c in checks.cases() if c.op != "dropout"]  # dropout: its own test below
+OP_CASES = [c for c in gradcheck_cases.cases() if c.op != "dropout"]  # dropout: its own test below
 
 
 def run_op(cp, case, arrays, device):

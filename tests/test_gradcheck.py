@@ -1,12 +1,12 @@
 """Every op's gradients against central differences in float64 (the grid of
-fcn_scratch.checks, the same one ``fcn-scratch gradcheck`` prints), and gradcheck itself."""
+fcn_scratch.gradcheck_cases, the same one ``fcn-scratch gradcheck`` prints), and gradcheck itself."""
 
 import numpy as np
 import pytest
 
 from fcn_scratch import Tensor, gradcheck
-from fcn_scratch.checks import cases, run_case
 from fcn_scratch.commands import gradcheck as gradcheck_command
+from fcn_scratch.gradcheck_cases import cases, run_case
 
 
 @pytest.mark.parametrize("case", cases(), ids=lambda c: c.name)

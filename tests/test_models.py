@@ -8,7 +8,7 @@ import pytest
 
 from fcn_scratch import Tensor, gradcheck, nn
 from fcn_scratch import functional as F
-from fcn_scratch.checks import shuffled_linspace
+from fcn_scratch.gradcheck_cases import shuffled_linspace
 from fcn_scratch.models import FCN8s, FCN16s, FCN32s, UnpoolNet, build_model, convolutionalize
 from fcn_scratch.models.geometry import CoordMap, align, layer_map, output_offset
 

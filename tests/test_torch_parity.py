@@ -5,7 +5,7 @@ import pytest
 
 from fcn_scratch import Tensor
 from fcn_scratch import functional as F
-from fcn_scratch.checks import shuffled_linspace
+from fcn_scratch.gradcheck_cases import shuffled_linspace
 
 pytestmark = pytest.mark.torch
 TOL = dict(rtol=1e-10, atol=1e-10)

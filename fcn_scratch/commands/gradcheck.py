@@ -2,7 +2,7 @@
 
 import argparse
 
-from fcn_scratch.checks import cases, run_case
+from fcn_scratch.gradcheck_cases import cases, run_case
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
