@@ -49,13 +49,13 @@ def _conv_case(n, c_in, c_out, size, k, s, p, d):
     )
 
 
-def _conv_t_case(n, c_in, c_out, size, k, s, p, op_, d):
-    cfg = dict(x=(n, c_in, *size), k=k, s=s, p=p, out_pad=op_, d=d)
+def _conv_t_case(n, c_in, c_out, size, k, s, p, out_pad, d):
+    cfg = dict(x=(n, c_in, *size), k=k, s=s, p=p, out_pad=out_pad, d=d)
     return Case(
         "conv_transpose2d",
         cfg,
         lambda x, w, b: F.conv_transpose2d(
-            x, w, b, stride=s, padding=p, output_padding=op_, dilation=d
+            x, w, b, stride=s, padding=p, output_padding=out_pad, dilation=d
         ),
         lambda rng: [
             rng.standard_normal((n, c_in, *size)),
@@ -124,7 +124,7 @@ def cases() -> list[Case]:
     ]:
         out.append(_conv_case(2, 2, 3, size, k, s, p, d))
     out.append(_conv_case(1, 3, 2, (5, 5), 3, 1, 1, 1))  # batch 1
-    for k, s, p, op_, d, size in [
+    for k, s, p, out_pad, d, size in [
         (1, 1, 0, 0, 1, (3, 4)),
         (3, 1, 1, 0, 1, (4, 3)),
         (4, 2, 1, 0, 1, (3, 3)),
@@ -133,7 +133,7 @@ def cases() -> list[Case]:
         (5, 2, 2, 1, 2, (3, 3)),
         (2, 1, 0, 1, 2, (3, 3)),
     ]:
-        out.append(_conv_t_case(2, 2, 3, size, k, s, p, op_, d))
+        out.append(_conv_t_case(2, 2, 3, size, k, s, p, out_pad, d))
     out.append(_conv_t_case(1, 3, 2, (2, 3), 4, 2, 1, 0, 1))  # batch 1
     for k, s, p, d, ceil, size in [
         (2, 2, 0, 1, False, (6, 8)),

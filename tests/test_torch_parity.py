@@ -56,12 +56,12 @@ CONV_T = [  # (x shape, c_out, k, stride, padding, output_padding, dilation)
 ]
 
 
-@pytest.mark.parametrize("shape,c_out,k,s,p,op_,d", CONV_T, ids=str)
-def test_conv_transpose2d(torch, rng, shape, c_out, k, s, p, op_, d):
+@pytest.mark.parametrize("shape,c_out,k,s,p,out_pad,d", CONV_T, ids=str)
+def test_conv_transpose2d(torch, rng, shape, c_out, k, s, p, out_pad, d):
     x = rng.standard_normal(shape)
     w = rng.standard_normal((shape[1], c_out, k, k))
     b = rng.standard_normal(c_out)
-    kw = dict(stride=s, padding=p, output_padding=op_, dilation=d)
+    kw = dict(stride=s, padding=p, output_padding=out_pad, dilation=d)
     both(
         lambda x, w, b: F.conv_transpose2d(x, w, b, **kw),
         lambda x, w, b: torch.nn.functional.conv_transpose2d(x, w, b, **kw),

@@ -106,7 +106,7 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     padding = pair(op, "padding", padding, 0)
     dilation = pair(op, "dilation", dilation, 1)
     output_padding = pair(op, "output_padding", output_padding, 0)
-    if any(op_ >= max(s, d) for op_, s, d in zip(output_padding, stride, dilation)):
+    if any(out_pad >= max(s, d) for out_pad, s, d in zip(output_padding, stride, dilation)):
         raise ValueError(
             f"{op}: output_padding must be smaller than either stride or dilation, got "
             f"output_padding {output_padding}, stride {stride}, dilation {dilation}"
