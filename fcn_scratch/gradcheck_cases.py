@@ -29,10 +29,10 @@ class Case:
         return f"{self.op}[" + ",".join(f"{k}={v}" for k, v in self.config.items()) + "]"
 
 
-def shuffled_linspace(rng, shape) -> np.ndarray:
+def shuffled_linspace(rng: np.random.Generator, shape, dtype=np.float64) -> np.ndarray:
     """Distinct values, well apart, in random order: max pooling without ties."""
     n = int(np.prod(shape))
-    return rng.permutation(np.linspace(-1, 1, n)).reshape(shape)
+    return rng.permutation(np.linspace(-1, 1, n, dtype=dtype)).reshape(shape)
 
 
 def _conv_case(n, c_in, c_out, size, k, s, p, d):

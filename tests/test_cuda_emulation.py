@@ -5,7 +5,7 @@ configuration that ``fcn_scratch.kernels.launch`` computes for the GPU.
 The tests call ``fcn_scratch.kernels.cuda`` itself, with its one device-touching function,
 ``_run`` (contiguous inputs, new outputs, launch), replaced by the emulator's equivalent on
 NumPy arrays; so the public glue, the plans and the CUDA C are all exercised. Grids are the
-ones the Numba kernels are tested on (tests/test_kernels.py). The kernels keep the
+ones the Numba kernels are tested on (tests/kernel_cases.py). The kernels keep the
 reference's summation order, so every comparison is exact, in float32 and float64.
 """
 
@@ -16,7 +16,16 @@ import numpy as np
 import pytest
 from cuda_emulation.emulator import Emulator, build
 from hypothesis import HealthCheck, given, settings
-from test_kernels import CONV, DTYPES, POOL, randn, shuffled_linspace, window_configs
+from kernel_cases import (
+    CONV,
+    DTYPES,
+    POOL,
+    check_im2col_col2im,
+    check_pooling,
+    distinct,
+    randn,
+    window_configs,
+)
 
 from fcn_scratch.kernels import cuda, launch
 from fcn_scratch.kernels import reference as ref
@@ -64,7 +73,7 @@ def test_im2col_col2im_match_reference(emulated, k, s, p, d, shape, out, dtype):
 def test_pooling_matches_reference(emulated, k, s, p, d, shape, out, dtype):
     """Forward, backward, and unpooling with the recorded indices (overlapping windows
     share indices, so the scatter's summation order matters)."""
-    x = shuffled_linspace(shape, dtype)
+    x = distinct(shape, dtype)
     y, idx = emulated.maxpool2d_forward(x, k, s, p, d, out)  # (N, C, OH, OW) twice
     y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
     assert y.dtype == dtype and idx.dtype == np.int64
@@ -154,29 +163,13 @@ RANDOM = settings(
 @RANDOM
 @given(window_configs())
 def test_im2col_col2im_random_configs(emulated, config):
-    k, s, p, d, shape, out, dtype = config
-    x = randn(shape, dtype)
-    col = emulated.im2col(x, k, s, p, d, out)
-    np.testing.assert_array_equal(col, ref.im2col(x, k, s, p, d, out))
-    expected = ref.col2im(col, shape[2:], k, s, p, d, out)
-    np.testing.assert_array_equal(emulated.col2im(col, shape[2:], k, s, p, d, out), expected)
+    check_im2col_col2im(emulated, config)
 
 
 @RANDOM
 @given(window_configs(pool=True))
 def test_pooling_random_configs(emulated, config):
-    k, s, p, d, shape, out, dtype = config
-    x = shuffled_linspace(shape, dtype)
-    y, idx = emulated.maxpool2d_forward(x, k, s, p, d, out)
-    y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
-    np.testing.assert_array_equal(idx, idx_ref)
-    np.testing.assert_array_equal(y, y_ref)
-    dy = randn(y.shape, dtype)
-    expected = ref.maxpool2d_backward(dy, idx, shape[2:])
-    np.testing.assert_array_equal(emulated.maxpool2d_backward(dy, idx, shape[2:]), expected)
-    np.testing.assert_array_equal(
-        emulated.maxunpool2d_backward(x, idx), ref.maxunpool2d_backward(x, idx)
-    )
+    check_pooling(emulated, config)
 
 
 # ---- one writer per output element ----------------------------------------------------------
@@ -186,7 +179,7 @@ def one_writer_cases():
     """Per kernel: (plan factory taking max_blocks, inputs, the reference's outputs)."""
     shape, out = (2, 3, 9, 7), (5, 6)
     window = ((3, 3), (2, 1), (1, 1), (1, 2))  # kernel, stride, padding, dilation
-    x, xs = randn(shape, np.float32), shuffled_linspace(shape, np.float32)
+    x, xs = randn(shape, np.float32), distinct(shape, np.float32)
     col = randn((2, 27, 30), np.float64)  # (N, C*KH*KW, OH*OW)
     # Every position of the 9x7 planes once, 9 of them twice: collisions, and indices on
     # both sides of every boundary between bands of rows.

@@ -15,7 +15,7 @@ import matplotlib.image
 import numba
 import numpy as np
 import pytest
-from test_kernels import CONV, DTYPES, POOL, randn, shuffled_linspace
+from kernel_cases import CONV, DTYPES, POOL, distinct, randn
 from test_train import TINY, TINY_FLAGS
 
 from fcn_scratch import Tensor, gradcheck, gradcheck_cases
@@ -104,7 +104,7 @@ def test_im2col_col2im_kernels(cp, k, s, p, d, shape, out, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
 def test_pooling_kernels(cp, k, s, p, d, shape, out, dtype):
-    x = shuffled_linspace(shape, dtype)
+    x = distinct(shape, dtype)
     y, idx = kcuda.maxpool2d_forward(cp.asarray(x), k, s, p, d, out)  # (N, C, OH, OW)
     y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
     assert_on_gpu(cp, y, dtype)
@@ -217,7 +217,7 @@ def test_op_matches_cpu(cp, case, dtype):
 
 
 def test_max_pool_indices_match_cpu_exactly(cp):
-    x = shuffled_linspace((2, 3, 9, 8), np.float32)
+    x = distinct((2, 3, 9, 8), np.float32)
     _, idx = F.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
     _, idx_gpu = F.max_pool2d(cp.asarray(x), 3, 2, 1, ceil_mode=True, return_indices=True)
     assert idx_gpu.device == "cuda"

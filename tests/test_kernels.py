@@ -7,7 +7,6 @@ bitwise determinism across calls and thread counts, non-contiguous inputs, and N
 on-disk cache (importing compiles nothing; a second process compiles nothing either).
 """
 
-import itertools
 import json
 import os
 import subprocess
@@ -17,76 +16,23 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings
+from kernel_cases import (
+    CONV,
+    DTYPES,
+    POOL,
+    check_im2col_col2im,
+    check_pooling,
+    distinct,
+    randn,
+    window_configs,
+)
 
 from fcn_scratch.kernels import cpu
 from fcn_scratch.kernels import reference as ref
 from fcn_scratch.ops.shapes import conv_out_size
 
-DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shuffled_linspace(shape, dtype, seed=0):
-    """Distinct values in random order: max pooling has no ties, so argmax is unambiguous."""
-    size = int(np.prod(shape))
-    values = np.linspace(-1.0, 1.0, size, dtype=dtype)
-    return np.random.default_rng(seed).permutation(values).reshape(shape)
-
-
-def randn(shape, dtype, seed=1):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def conv_case(k, s, p, d, n=2, c=3, size=(9, 11)):
-    """(kernel, stride, padding, dilation, x shape, out_size), all pairs, or None if empty."""
-    k, s, p, d = (v if isinstance(v, tuple) else (v, v) for v in (k, s, p, d))
-    try:
-        out = conv_out_size("test", size, k, s, p, d)
-    except ValueError:
-        return None
-    return k, s, p, d, (n, c, *size), out
-
-
-def conv_id(k, s, p, d, shape, out):
-    pairs = "-".join(
-        f"{name}{a}" if a == b else f"{name}{a}x{b}" for name, (a, b) in zip("kspd", (k, s, p, d))
-    )
-    return f"{pairs}-n{shape[0]}c{shape[1]}-{shape[2]}x{shape[3]}"
-
-
-def conv_grid():
-    cases = [
-        conv_case(k, s, p, d)
-        for k, s, p, d in itertools.product(range(1, 6), range(1, 4), range(3), range(1, 3))
-    ]
-    cases += [
-        conv_case(3, 1, 1, 1, n=1, c=1, size=(5, 5)),
-        conv_case((3, 1), (1, 2), (1, 0), (2, 1), n=1, c=2, size=(8, 7)),
-        conv_case((2, 5), (3, 1), (0, 2), (1, 2), n=3, c=1, size=(13, 6)),
-        conv_case(4, 2, 1, 1, n=1, c=4, size=(1, 3)),
-    ]
-    return [pytest.param(*case, id=conv_id(*case)) for case in cases if case is not None]
-
-
-def pool_grid():
-    params = []
-    for k, s, d, ceil_mode in itertools.product(range(1, 6), range(1, 4), (1, 2), (False, True)):
-        for p in range(min(2, k // 2) + 1):  # PyTorch: padding at most half the kernel
-            case = conv_case(k, s, p, d, size=(9, 7))
-            if case is None:
-                continue
-            k2, s2, p2, d2, shape, _ = case
-            out = conv_out_size("test", shape[2:], k2, s2, p2, d2, ceil_mode)
-            case_id = conv_id(*case) + ("-ceil" if ceil_mode else "")
-            params.append(pytest.param(k2, s2, p2, d2, shape, out, id=case_id))
-    params.append(pytest.param((3, 2), (2, 1), (1, 0), (1, 2), (1, 2, 6, 9), (3, 7), id="asym-n1"))
-    return params
-
-
-CONV = conv_grid()
-POOL = pool_grid()
 
 
 # ---- im2col / col2im ---------------------------------------------------------------------
@@ -149,7 +95,7 @@ def test_im2col_col2im_adjoint(k, s, p, d, shape, out):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
 def test_maxpool2d_forward_matches_reference(k, s, p, d, shape, out, dtype):
-    x = shuffled_linspace(shape, dtype)
+    x = distinct(shape, dtype)
     y, idx = cpu.maxpool2d_forward(x, k, s, p, d, out)  # (N, C, OH, OW) twice
     y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
     assert y.dtype == dtype and idx.dtype == np.int64
@@ -176,7 +122,7 @@ def test_maxpool2x2_fast_path_matches_reference(shape, values, dtype):
     if values == "ties":
         x = np.random.default_rng(9).integers(0, 3, size=shape).astype(dtype)
     else:
-        x = shuffled_linspace(shape, dtype)
+        x = distinct(shape, dtype)
     out = (shape[2] // 2, shape[3] // 2)
     y, idx = cpu.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), out)
     y_ref, idx_ref = ref.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), out)
@@ -193,7 +139,7 @@ def test_maxpool2x2_fast_path_matches_reference(shape, values, dtype):
 def test_maxpool2d_nan_wins_its_window(window, dtype):
     """As in PyTorch: a NaN anywhere in a window is the maximum (the last NaN, if several),
     so that a diverging network cannot hide behind max pooling."""
-    x = shuffled_linspace((1, 2, 6, 6), dtype)
+    x = distinct((1, 2, 6, 6), dtype)
     x[0, 0, 1, 1] = np.nan  # last tap of window (0, 0) of the 2x2 pooling
     x[0, 1, 2, 3] = x[0, 1, 3, 3] = np.nan  # two NaNs in one window
     y, idx = cpu.maxpool2d_forward(x, *window)
@@ -218,7 +164,7 @@ def test_relu_backward_matches_reference_and_zeroes_infinities(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
 def test_maxpool2d_backward_matches_reference(k, s, p, d, shape, out, dtype):
-    _, idx = ref.maxpool2d_forward(shuffled_linspace(shape, dtype), k, s, p, d, out)
+    _, idx = ref.maxpool2d_forward(distinct(shape, dtype), k, s, p, d, out)
     dy = randn(idx.shape, dtype)
     dx = cpu.maxpool2d_backward(dy, idx, shape[2:])  # (N, C, H, W)
     assert dx.dtype == dtype
@@ -229,7 +175,7 @@ def test_maxpool2d_backward_matches_reference(k, s, p, d, shape, out, dtype):
 @pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
 def test_maxunpool2d_matches_reference(k, s, p, d, shape, out, dtype):
     """Unpool with the indices max pooling recorded (overlapping windows share indices)."""
-    _, idx = ref.maxpool2d_forward(shuffled_linspace(shape, dtype), k, s, p, d, out)
+    _, idx = ref.maxpool2d_forward(distinct(shape, dtype), k, s, p, d, out)
     x = randn(idx.shape, dtype)
     y = cpu.maxunpool2d_forward(x, idx, shape[2:])  # (N, C, H, W)
     np.testing.assert_array_equal(y, ref.maxunpool2d_forward(x, idx, shape[2:]))
@@ -252,7 +198,7 @@ def test_maxunpool2d_colliding_indices(dtype):
 @pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
 def test_pool_scatter_unpool_gather_adjoint(k, s, p, d, shape, out):
     """<scatter(x), y> = <x, gather(y)> in float64, with the indices max pooling records."""
-    _, idx = cpu.maxpool2d_forward(shuffled_linspace(shape, np.float64), k, s, p, d, out)
+    _, idx = cpu.maxpool2d_forward(distinct(shape, np.float64), k, s, p, d, out)
     x = randn(idx.shape, np.float64, seed=6)
     y = randn(shape, np.float64, seed=7)
     lhs = np.vdot(cpu.maxunpool2d_forward(x, idx, shape[2:]), y)
@@ -268,53 +214,16 @@ def test_pool_scatter_unpool_gather_adjoint(k, s, p, d, shape, out):
 # ---- random configurations -----------------------------------------------------------------
 
 
-@st.composite
-def window_configs(draw, pool=False):
-    """Per-axis kernel, stride, padding, dilation and input size with a non-empty output."""
-    axes = []
-    for _ in range(2):
-        k = draw(st.integers(1, 5))
-        p = draw(st.integers(0, k // 2 if pool else 2))
-        axes.append(
-            (k, draw(st.integers(1, 3)), p, draw(st.integers(1, 2)), draw(st.integers(1, 12)))
-        )
-    k, s, p, d, size = (tuple(v) for v in zip(*axes))
-    ceil_mode = pool and draw(st.booleans())
-    try:
-        out = conv_out_size("test", size, k, s, p, d, ceil_mode)
-    except ValueError:
-        assume(False)
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), *size)
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    return k, s, p, d, shape, out, dtype
-
-
 @settings(max_examples=40, deadline=None)
 @given(window_configs())
 def test_im2col_col2im_random_configs(config):
-    k, s, p, d, shape, out, dtype = config
-    x = randn(shape, dtype)
-    col = cpu.im2col(x, k, s, p, d, out)
-    np.testing.assert_array_equal(col, ref.im2col(x, k, s, p, d, out))
-    expected = ref.col2im(col, shape[2:], k, s, p, d, out)
-    np.testing.assert_array_equal(cpu.col2im(col, shape[2:], k, s, p, d, out), expected)
+    check_im2col_col2im(cpu, config)
 
 
 @settings(max_examples=40, deadline=None)
 @given(window_configs(pool=True))
 def test_pooling_random_configs(config):
-    k, s, p, d, shape, out, dtype = config
-    x = shuffled_linspace(shape, dtype)
-    y, idx = cpu.maxpool2d_forward(x, k, s, p, d, out)
-    y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
-    np.testing.assert_array_equal(idx, idx_ref)
-    np.testing.assert_array_equal(y, y_ref)
-    dy = randn(y.shape, dtype)
-    expected = ref.maxpool2d_backward(dy, idx, shape[2:])
-    np.testing.assert_array_equal(cpu.maxpool2d_backward(dy, idx, shape[2:]), expected)
-    np.testing.assert_array_equal(
-        cpu.maxunpool2d_backward(x, idx), ref.maxunpool2d_backward(x, idx)
-    )
+    check_pooling(cpu, config)
 
 
 # ---- layout, determinism, compilation ------------------------------------------------------
@@ -331,7 +240,7 @@ def test_non_contiguous_inputs(dtype):
     np.testing.assert_array_equal(col, ref.im2col(x, *args))
     col_t = np.ascontiguousarray(col.transpose(0, 2, 1)).transpose(0, 2, 1)  # F-ordered rows
     np.testing.assert_array_equal(cpu.col2im(col_t, (9, 7), *args), ref.col2im(col, (9, 7), *args))
-    xs = shuffled_linspace((3, 2, 9, 14), dtype).transpose(1, 0, 2, 3)[:, :, :, ::2]
+    xs = distinct((3, 2, 9, 14), dtype).transpose(1, 0, 2, 3)[:, :, :, ::2]
     y, idx = cpu.maxpool2d_forward(xs, (2, 2), (2, 2), (0, 0), (1, 1), (4, 3))
     y_ref, idx_ref = ref.maxpool2d_forward(xs, (2, 2), (2, 2), (0, 0), (1, 1), (4, 3))
     np.testing.assert_array_equal(idx, idx_ref)
