@@ -60,17 +60,19 @@ def _check(logits, target, weight, ignore_index, reduction):
 
 
 def cross_entropy_forward(logits, target, weight=None, ignore_index=255, reduction="mean"):
-    """Returns (loss, ctx)."""
+    """Returns (loss, ctx). Per pixel, with z = logits - max over classes (for stability):
+    -log softmax(logits)[t] = log(sum_k exp(z_k)) - z_t."""
     _check(logits, target, weight, ignore_index, reduction)
     xp = array_module(logits)
-    z = logits - logits.max(axis=1, keepdims=True)  # (N, K, H, W), stable
-    lse = xp.log(xp.exp(z).sum(axis=1, keepdims=True))  # (N, 1, H, W)
-    logp = z - lse  # (N, K, H, W) log-softmax
     valid = target != ignore_index  # (N, H, W)
-    t = xp.where(valid, target, 0).astype(np.int64)  # (N, H, W)
-    picked = xp.take_along_axis(logp, t[:, None], axis=1)[:, 0]  # (N, H, W)
-    w = valid.astype(logits.dtype) if weight is None else weight[t] * valid
-    losses = -picked * w  # (N, H, W)
+    t = xp.where(valid, target, 0).astype(np.int64)[:, None]  # (N, 1, H, W)
+    prob = logits - logits.max(axis=1, keepdims=True)  # z: (N, K, H, W)
+    z_t = xp.take_along_axis(prob, t, axis=1)[:, 0]  # (N, H, W)
+    xp.exp(prob, out=prob)
+    total_exp = prob.sum(axis=1)  # (N, H, W)
+    prob /= total_exp[:, None]  # softmax, in place of z
+    w = valid.astype(logits.dtype) if weight is None else weight[t[:, 0]] * valid
+    losses = (xp.log(total_exp) - z_t) * w  # (N, H, W)
     total = w.sum()
     if reduction == "none":
         loss = losses
@@ -78,16 +80,19 @@ def cross_entropy_forward(logits, target, weight=None, ignore_index=255, reducti
         loss = losses.sum()
     else:
         loss = losses.sum() / total
-    return loss, LossCtx(xp.exp(logp), t, w, reduction, total)
+    return loss, LossCtx(prob, t[:, 0], w, reduction, total)
 
 
 def cross_entropy_backward(dloss, ctx):
-    """dloss: scalar, or (N, H, W) for reduction='none' -> dlogits: (N, K, H, W)."""
+    """dloss: scalar, or (N, H, W) for reduction='none' -> dlogits: (N, K, H, W),
+    weight[t] * dloss * (softmax - onehot(t)): the softmax scaled, then the scale taken
+    off at each pixel's target class."""
     xp = array_module(ctx.prob)
     scale = ctx.pixel_weight * dloss  # (N, H, W)
     if ctx.reduction == "mean":
         scale = scale / ctx.total_weight
-    K = ctx.prob.shape[1]
-    onehot = xp.arange(K)[None, :, None, None] == ctx.target[:, None]  # (N, K, H, W)
-    dlogits = (ctx.prob - onehot) * scale[:, None]  # (N, K, H, W)
-    return dlogits.astype(ctx.prob.dtype, copy=False)
+    scale = scale.astype(ctx.prob.dtype, copy=False)[:, None]  # (N, 1, H, W)
+    dlogits = ctx.prob * scale  # (N, K, H, W)
+    t = ctx.target[:, None]  # (N, 1, H, W)
+    xp.put_along_axis(dlogits, t, xp.take_along_axis(dlogits, t, axis=1) - scale, axis=1)
+    return dlogits
