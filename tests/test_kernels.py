@@ -205,10 +205,22 @@ def test_pool_scatter_unpool_gather_adjoint(k, s, p, d, shape, out):
     rhs = np.vdot(x, cpu.maxunpool2d_backward(y, idx))
     scale = np.linalg.norm(x) * np.linalg.norm(y)
     np.testing.assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12 * scale)
-    # the max-pool backward is the same scatter
-    np.testing.assert_array_equal(
-        cpu.maxpool2d_backward(x, idx, shape[2:]), cpu.maxunpool2d_forward(x, idx, shape[2:])
-    )
+
+
+@pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
+def test_maxpool2d_backward_is_the_forward_gradient(k, s, p, d, shape, out):
+    """With no ties, a step t*e small against the gaps between values moves each pooled
+    cell by t*e at its argmax: <dy, pool(x + t e) - pool(x)> / t = <backward(dy), e>."""
+    x = distinct(shape, np.float64)  # values 2 / (x.size - 1) apart
+    e = randn(shape, np.float64, seed=8)
+    t = 1e-3 / (x.size * np.abs(e).max())
+    y0, idx = cpu.maxpool2d_forward(x, k, s, p, d, out)
+    y1, _ = cpu.maxpool2d_forward(x + t * e, k, s, p, d, out)
+    dy = randn(y0.shape, np.float64, seed=9)
+    valid = idx >= 0  # a window made only of padding has no input to move
+    lhs = np.vdot(dy[valid], (y1 - y0)[valid]) / t
+    rhs = np.vdot(cpu.maxpool2d_backward(np.where(valid, dy, 0.0), idx, shape[2:]), e)
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-6, atol=1e-9)
 
 
 # ---- random configurations -----------------------------------------------------------------
