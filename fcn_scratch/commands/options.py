@@ -57,19 +57,32 @@ def float_in(low: float, high: float | None = None, low_open: bool = False):
     return parse
 
 
-def widths(text: str) -> tuple[int, ...]:
-    """'16,32,48,64,64' -> (16, 32, 48, 64, 64): five positive ints, one per stage."""
+def _stage_ints(name: str, text: str) -> tuple[int, ...]:
+    """'16,32,48,64,64' -> (16, 32, 48, 64, 64), checked as the backbone checks ``name``."""
+    from fcn_scratch.models.backbone import NUM_STAGES, stage_values
+
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected 5 comma-separated integers, got {text!r}"
+            f"expected {NUM_STAGES} comma-separated integers, got {text!r}"
         ) from None
-    if len(values) != 5 or min(values) < 1:
+    try:
+        return stage_values(f"--{name}", name, values)
+    except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected 5 positive integers (one per stage), got {text!r}"
-        )
-    return values
+            f"expected {NUM_STAGES} positive integers (one per stage), got {text!r}"
+        ) from None
+
+
+def widths(text: str) -> tuple[int, ...]:
+    """--widths: the channels of the backbone's five stages, e.g. '16,32,48,64,64'."""
+    return _stage_ints("widths", text)
+
+
+def convs_per_stage(text: str) -> tuple[int, ...]:
+    """--convs-per-stage: the 3x3 convolutions of each of the five stages, e.g. '1,1,2,2,2'."""
+    return _stage_ints("convs_per_stage", text)
 
 
 def add_max_memory(parser: argparse.ArgumentParser) -> None:

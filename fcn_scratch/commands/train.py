@@ -12,6 +12,7 @@ import sys
 from fcn_scratch.commands.options import (
     add_device,
     add_threads,
+    convs_per_stage,
     float_in,
     int_at_least,
     int_in,
@@ -70,7 +71,10 @@ OPTIONS = [
     (
         "--convs-per-stage",
         "convs_per_stage",
-        {"type": widths, "help": "3x3 convolutions in each backbone stage, e.g. 1,1,2,2,2"},
+        {
+            "type": convs_per_stage,
+            "help": "3x3 convolutions in each backbone stage, e.g. 1,1,2,2,2",
+        },
     ),
     ("--fc-width", "fc_width", {"type": int_at_least(1), "help": "channels of fc6 and fc7"}),
     (

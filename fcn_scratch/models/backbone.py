@@ -43,13 +43,15 @@ def conv_block(
     return Sequential(*layers)
 
 
-def check_stages(op: str, widths: Sequence[int], convs_per_stage: Sequence[int]) -> None:
-    for name, values in (("widths", widths), ("convs_per_stage", convs_per_stage)):
-        if len(values) != NUM_STAGES or any(int(v) < 1 for v in values):
-            raise ValueError(
-                f"{op}: {name} must be {NUM_STAGES} positive ints (one per pooling stage), "
-                f"got {tuple(values)}"
-            )
+def stage_values(op: str, name: str, values: Sequence[int]) -> tuple[int, ...]:
+    """``widths`` or ``convs_per_stage`` as a tuple of ints, checked: one positive int per
+    pooling stage. The one check of these options (the backbone, TrainConfig, the CLI)."""
+    if len(values) != NUM_STAGES or any(int(v) < 1 for v in values):
+        raise ValueError(
+            f"{op}: {name} must be {NUM_STAGES} positive ints (one per pooling stage), "
+            f"got {tuple(values)}"
+        )
+    return tuple(int(v) for v in values)
 
 
 class VGGBackbone(Module):
@@ -72,13 +74,14 @@ class VGGBackbone(Module):
         rng: RngLike = None,
     ) -> None:
         super().__init__()
-        check_stages("VGGBackbone", widths, convs_per_stage)
+        widths = stage_values("VGGBackbone", "widths", widths)
+        convs_per_stage = stage_values("VGGBackbone", "convs_per_stage", convs_per_stage)
         rng = as_generator(rng)
-        self.widths = tuple(int(w) for w in widths)
+        self.widths = widths
         channels = in_channels
         for i, (width, count) in enumerate(zip(self.widths, convs_per_stage, strict=True), 1):
             padding = first_padding if i == 1 else 1
-            setattr(self, f"conv{i}", conv_block(channels, width, int(count), dtype, rng, padding))
+            setattr(self, f"conv{i}", conv_block(channels, width, count, dtype, rng, padding))
             setattr(
                 self, f"pool{i}", MaxPool2d(2, 2, ceil_mode=True, return_indices=return_indices)
             )

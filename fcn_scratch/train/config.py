@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 from fcn_scratch.device import DEVICES
+from fcn_scratch.models.backbone import stage_values
 
 MODELS = ("fcn32s", "fcn16s", "fcn8s", "unpool")
 OPTIMIZERS = ("sgd", "adam")
@@ -117,19 +118,9 @@ class TrainConfig:
                 f"(its total stride is 32: smaller images leave pool5 without one whole "
                 f"cell of image), got {self.image_size}"
             )
-        if self.widths is not None and (
-            len(self.widths) != 5 or any(int(w) < 1 for w in self.widths)
-        ):
-            raise ValueError(
-                f"TrainConfig: widths must be 5 positive ints (one per stage), got {self.widths}"
-            )
-        if self.convs_per_stage is not None and (
-            len(self.convs_per_stage) != 5 or any(int(c) < 1 for c in self.convs_per_stage)
-        ):
-            raise ValueError(
-                "TrainConfig: convs_per_stage must be 5 positive ints (one per stage), got "
-                f"{self.convs_per_stage}"
-            )
+        for name in ("widths", "convs_per_stage"):
+            if getattr(self, name) is not None:
+                stage_values("TrainConfig", name, getattr(self, name))
         if self.fc_width is not None:
             _at_least("fc_width", self.fc_width, 1)
         return self
