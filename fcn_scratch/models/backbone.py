@@ -16,9 +16,10 @@ from fcn_scratch.autograd import Tensor
 from fcn_scratch.nn import Conv2d, MaxPool2d, Module, ReLU, Sequential
 from fcn_scratch.nn.init import RngLike, as_generator
 
-# One 3x3 conv per stage and at most 64 channels: about 14 M multiply-accumulates per 64x64
-# image for FCN-8s. On 64x64 synthetic shapes it learns as fast per step as a VGG-like
-# (1, 1, 2, 2, 2) x (16, 32, 64, 128, 128) net with a third of the arithmetic.
+# The models' own defaults (build_model and the classes without widths / convs_per_stage):
+# one 3x3 conv per stage and at most 64 channels, about 14 M multiply-accumulates per 64x64
+# image for FCN-8s, the small net the tests and tutorials build. A training run sizes its
+# network in TrainConfig (train/config.py), whose defaults are the training recipe's.
 DEFAULT_WIDTHS = (16, 32, 64, 64, 64)
 DEFAULT_CONVS_PER_STAGE = (1, 1, 1, 1, 1)
 # VGG16 (Simonyan & Zisserman's configuration D), the backbone of the paper's FCNs.

@@ -40,16 +40,18 @@ class TrainConfig:
     """A training run.
 
     Model: ``widths`` / ``convs_per_stage`` / ``fc_width`` size the backbone and the conv
-    "fc" layers (None: the model's own defaults); ``learn_final_upsampling`` trains the last
-    bilinear upsampling of the FCNs too; ``model_kwargs`` passes any other ``build_model``
-    option. Data: ``data`` is a folder of images and masks, or None for synthetic shapes of
-    ``image_size`` with ``train_size`` / ``val_size`` images, an ignore band (label 255)
-    ``ignore_border`` pixels wide around every shape as in PASCAL VOC, and any other
-    ``ShapesDataset`` option in ``shapes_kwargs``. ``num_classes`` fixes the class count
-    of a ``data`` folder (None: its classes.txt, else the largest mask value + 1, and then
-    most ids below it must occur). With ``fresh_data`` every epoch draws
-    new images (seeded by seed and epoch): the model never sees one twice and cannot
-    memorise the training set.
+    "fc" layers (None: the model's own defaults, models/backbone.py);
+    ``learn_final_upsampling`` trains the last bilinear upsampling of the FCNs too. Their
+    defaults here are the training recipe's network, larger than the models' own defaults
+    (the small net of the tests and tutorials). ``model_kwargs`` passes any other
+    ``build_model`` option. Data: ``data`` is a folder of images and masks, or None for
+    synthetic shapes of ``image_size`` with ``train_size`` / ``val_size`` images, an ignore
+    band (label 255) ``ignore_border`` pixels wide around every shape as in PASCAL VOC, and
+    any other ``ShapesDataset`` option in ``shapes_kwargs``. ``num_classes`` fixes the class
+    count of a ``data`` folder (None: its classes.txt, else the largest mask value + 1, and
+    then most ids below it must occur). With ``fresh_data`` every epoch draws new images
+    (seeded by seed and epoch): the model never sees one twice and cannot memorise the
+    training set.
     """
 
     model: str = "fcn8s"
