@@ -5,7 +5,6 @@ import numpy as np
 from fcn_scratch import optim
 from fcn_scratch.data import (
     IGNORE_INDEX,
-    ArrayDataset,
     FolderDataset,
     ShapesDataset,
     VOCCrops,
@@ -55,13 +54,7 @@ def split_folder(dataset, config: TrainConfig):
             f"train on, one to hold out), found {n}"
         )
     held = min(config.val_size, max(1, n // 5))
-    order = np.random.default_rng(split_seed(config.seed, 1)).permutation(n)
-
-    def part(idx):
-        idx = np.sort(idx)
-        return ArrayDataset(dataset.images[idx], dataset.labels[idx], dataset.class_names)
-
-    return part(order[held:]), part(order[:held])
+    return dataset.split(held, seed=split_seed(config.seed, 1))
 
 
 def _voc_val(config: TrainConfig) -> VOCDataset:
