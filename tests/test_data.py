@@ -183,14 +183,15 @@ class ArangeDataset:
         self.ds = ArrayDataset(images, np.zeros((n, 2, 2), np.int64), ["background"])
 
 
-def test_batches_cover_every_sample_once_in_a_seeded_order():
+def test_loader_covers_every_sample_once_in_a_seeded_order():
     ds = ArangeDataset().ds
-    first = _ids(ds.batches(4, rng=1))
+    first = _ids(DataLoader(ds, 4, seed=1))
     assert [len(b) for b in first] == [4, 4, 2]
     assert sorted(sum(first, [])) == list(range(10))
-    assert first == _ids(ds.batches(4, rng=np.random.default_rng(1)))
-    assert first != _ids(ds.batches(4, rng=2))
-    assert _ids(ds.batches(4, shuffle=False, drop_last=True)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert first == _ids(DataLoader(ds, 4, seed=1))
+    assert first != _ids(DataLoader(ds, 4, seed=2))
+    plain = DataLoader(ds, 4, shuffle=False, drop_last=True)
+    assert _ids(plain) == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
 def test_loader_resumes_mid_epoch_with_the_same_batches():

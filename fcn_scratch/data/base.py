@@ -73,20 +73,6 @@ class ArrayDataset:
         order = np.random.default_rng(seed).permutation(len(self))
         return self.subset(np.sort(order[holdout:])), self.subset(np.sort(order[:holdout]))
 
-    def batches(
-        self,
-        batch_size: int,
-        shuffle: bool = True,
-        rng: np.random.Generator | int = 0,
-        drop_last: bool = False,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One pass over the data in batches ``(x, y)``; the order comes from ``rng``
-        (a Generator, advanced by one permutation, or an int seed)."""
-        order = np.arange(len(self))
-        if shuffle:
-            order = np.random.default_rng(rng).permutation(len(self))
-        yield from _batches_in_order(self, order, batch_size, drop_last, start=0)
-
 
 def _batches_in_order(dataset, order, batch_size, drop_last, start):
     count = _num_batches(len(order), batch_size, drop_last)
