@@ -61,7 +61,7 @@ def cuda_backend() -> dict:
         cupy = import_cupy()
     except DeviceError as err:
         return {"usable": False, "why": str(err)}
-    from fcn_scratch.kernels import cuda, launch
+    from fcn_scratch.kernels import cuda
 
     device = cupy.cuda.Device()
     props = cupy.cuda.runtime.getDeviceProperties(device.id)
@@ -72,8 +72,7 @@ def cuda_backend() -> dict:
         f"driver {cupy.cuda.runtime.driverGetVersion()}"
     )
     try:
-        for op in launch.KERNELS:
-            cuda._module().get_function(launch.kernel_name(op, "float32"))
+        cuda.compile_all()
     except Exception as err:  # NVRTC missing or failing: the message says which
         return {"usable": False, "why": f"{detail}; the kernels do not compile: {err}"}
     try:

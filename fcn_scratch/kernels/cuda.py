@@ -34,6 +34,14 @@ def _module():
     return import_cupy().RawModule(code=module_source(), options=OPTIONS)
 
 
+def compile_all() -> None:
+    """Compile the kernels now and load each one (float32 and float64); raise what NVRTC or
+    the driver raises when they do not compile or load. Later launches reuse the module."""
+    for op in launch.KERNELS:
+        for dtype in launch.SUFFIXES:
+            _module().get_function(launch.kernel_name(op, dtype))
+
+
 def _run(plan: launch.Launch, *inputs) -> list:
     """Launch ``plan`` on ``inputs``; returns the new output arrays, in ``plan.outputs`` order."""
     cupy = import_cupy()
