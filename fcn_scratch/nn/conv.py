@@ -8,10 +8,10 @@ and ``init``, the weight initialiser. Biases start at zero.
 import numpy as np
 
 from fcn_scratch import functional as F
+from fcn_scratch.arguments import pair
 from fcn_scratch.autograd import Tensor
 from fcn_scratch.nn import init as initialisers
 from fcn_scratch.nn.module import Module
-from fcn_scratch.ops.shapes import pair
 
 CONV_INITS = ("kaiming_normal", "kaiming_uniform", "zeros")
 TRANSPOSED_INITS = (*CONV_INITS, "bilinear")

@@ -7,9 +7,9 @@ DeconvNet/SegNet, which keeps the "where" that pooling throws away.
 """
 
 from fcn_scratch import functional as F
+from fcn_scratch.arguments import pair
 from fcn_scratch.autograd import Tensor
 from fcn_scratch.nn.module import Module
-from fcn_scratch.ops.shapes import pair
 
 
 class MaxPool2d(Module):

@@ -23,13 +23,13 @@ the others: the first layer's dx, for one, is a GEMM and a col2im nobody reads.
 from typing import NamedTuple
 
 from fcn_scratch import kernels
+from fcn_scratch.arguments import pair
 from fcn_scratch.device import array_module, same_device
 from fcn_scratch.ops.shapes import (
     check_ndim,
     check_same_dtype,
     conv_out_size,
     conv_transpose_out_size,
-    pair,
 )
 
 

@@ -5,8 +5,8 @@
 Its gradient pastes dy back into a zero array of x's shape.
 """
 
+from fcn_scratch.arguments import pair
 from fcn_scratch.device import array_module
-from fcn_scratch.ops.shapes import pair
 
 
 def crop_forward(x, offset, size):

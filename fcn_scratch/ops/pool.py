@@ -16,8 +16,9 @@ from typing import NamedTuple
 import numpy as np
 
 from fcn_scratch import kernels
+from fcn_scratch.arguments import pair
 from fcn_scratch.device import device_of, same_device
-from fcn_scratch.ops.shapes import check_float, check_ndim, conv_out_size, pair
+from fcn_scratch.ops.shapes import check_float, check_ndim, conv_out_size
 
 
 class PoolCtx(NamedTuple):

@@ -1,28 +1,12 @@
 """Argument checking and output-size arithmetic shared by the ops.
 
 Every check raises ValueError or TypeError whose message names the op, the argument,
-what was expected and what came, e.g. ``conv2d: stride must be positive, got (0, 1)``.
+what was expected and what came, e.g. ``conv2d: x must be 4-D (N, C, H, W), got 3-D
+shape (3, 8, 8)``. Window arguments (an int or a pair) are normalised by
+``fcn_scratch.arguments.pair``, which nn uses too.
 """
 
 import numpy as np
-
-
-def pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
-    """Normalise an int or a pair of ints to ``(h, w)`` and check ``>= minimum``."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    value = (int(value[0]), int(value[1]))
-    if min(value) < minimum:
-        if minimum == 1:
-            raise ValueError(f"{op}: {name} must be positive, got {value}")
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}")
-    return value
 
 
 def check_float(op: str, name: str, a) -> None:
