@@ -1,10 +1,16 @@
-"""``fcn-scratch bench`` runs end to end (one repeat, one small case) and prints its table."""
+"""``fcn-scratch bench`` runs end to end (one repeat, one small case) and prints its table;
+the ops run on the kernel module that ``kernels.using`` names."""
 
 import re
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from fcn_scratch import kernels
 from fcn_scratch.cli import main
+from fcn_scratch.kernels import cpu, numpy_baseline
+from fcn_scratch.ops import conv
 
 
 @pytest.mark.torch
@@ -21,3 +27,29 @@ def test_bench_prints_a_row_with_every_column(capsys, torch):
 def test_bench_refuses_an_unknown_case(capsys):
     assert main(["bench", "--case", "no such case"]) == 2
     assert "no case name contains" in capsys.readouterr().out
+
+
+def test_ops_run_on_the_kernels_that_using_names():
+    """The benchmark's columns: the same ops on another kernel module, then Numba again."""
+    calls = []
+
+    def recorded(name):
+        def kernel(*args):
+            calls.append(name)
+            return getattr(numpy_baseline, name)(*args)
+
+        return kernel
+
+    module = SimpleNamespace(**{n: recorded(n) for n in ("im2col", "col2im")})
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
+    with kernels.using(module):
+        y, ctx = conv.conv2d_forward(x, w, None, 1, 1)
+        dx, _, _ = conv.conv2d_backward(np.ones_like(y), ctx)
+    assert calls == ["im2col", "col2im"]
+    assert kernels.for_array(x) is cpu
+    y_cpu, ctx_cpu = conv.conv2d_forward(x, w, None, 1, 1)
+    np.testing.assert_allclose(y, y_cpu, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        dx, conv.conv2d_backward(np.ones_like(y), ctx_cpu)[0], rtol=1e-12, atol=1e-12
+    )

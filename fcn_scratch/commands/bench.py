@@ -3,11 +3,14 @@
 Every number is the median wall time of one forward plus one backward pass in float32,
 over ``--repeat`` runs after a warm-up run (so Numba's first-call compile is not timed):
 
-    reference   the naive loop kernels (fcn_scratch.kernels.reference) with the same GEMMs,
+    reference   fcn_scratch.ops on the naive loop kernels (fcn_scratch.kernels.reference),
                 one run, only where that takes under ~REFERENCE_MAX_LOOPS Python loop steps
-    numpy       a vectorised NumPy baseline (below): im2col by stride tricks, col2im as
-                KH*KW strided slice additions, max pooling by argmax over window views
+    numpy       fcn_scratch.ops on vectorised NumPy kernels (kernels.numpy_baseline): im2col
+                by stride tricks, col2im as KH*KW strided slice additions, max pooling by
+                argmax over window views
     ours        fcn_scratch.ops, i.e. the Numba kernels (or the CUDA ones) with NumPy's GEMM
+
+Every column runs the same ops, so the GEMMs are the same and only the kernels differ.
     torch       PyTorch on the same device, with the same number of threads
 
 The transposed convolutions are FCN's upsampling layers (upscore2, upscore8, upscore32 with
@@ -21,15 +24,14 @@ import statistics
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
+from fcn_scratch import kernels
 from fcn_scratch.commands.options import int_at_least
 from fcn_scratch.device import import_cupy
-from fcn_scratch.kernels import reference
+from fcn_scratch.kernels import numpy_baseline, reference
 from fcn_scratch.ops import conv, pool
 from fcn_scratch.ops.shapes import conv_out_size, conv_transpose_out_size
 from fcn_scratch.parallel import limit_threads, thread_count
@@ -97,107 +99,7 @@ def make_inputs(case: Case, seed: int = 0) -> dict:
     return {name: a.astype(np.float32) for name, a in arrays.items()}
 
 
-# ---- the vectorised NumPy baseline (a teaching comparison, not used by the library) --------
-
-
-def np_im2col(x, kernel_size, stride, padding, dilation, out_size):
-    """x: (N, C, H, W) -> col: (N, C*KH*KW, OH*OW), by slicing a view of all windows."""
-    (KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW) = (
-        kernel_size,
-        stride,
-        padding,
-        dilation,
-        out_size,
-    )
-    xp = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
-    windows = sliding_window_view(xp, (DH * (KH - 1) + 1, DW * (KW - 1) + 1), axis=(2, 3))
-    taps = windows[:, :, ::SH, ::SW, ::DH, ::DW][:, :, :OH, :OW]  # (N, C, OH, OW, KH, KW)
-    return taps.transpose(0, 1, 4, 5, 2, 3).reshape(x.shape[0], -1, OH * OW)
-
-
-def np_col2im(col, in_size, kernel_size, stride, padding, dilation, out_size):
-    """col: (N, C*KH*KW, OH*OW) -> x: (N, C, H, W), adding one strided slice per tap."""
-    (H, W), (KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW) = (
-        in_size,
-        kernel_size,
-        stride,
-        padding,
-        dilation,
-        out_size,
-    )
-    N = col.shape[0]
-    col6 = col.reshape(N, -1, KH, KW, OH, OW)
-    xp = np.zeros((N, col6.shape[1], H + 2 * PH, W + 2 * PW), dtype=col.dtype)
-    for i in range(KH):
-        for j in range(KW):
-            h, w = i * DH, j * DW
-            xp[:, :, h : h + SH * (OH - 1) + 1 : SH, w : w + SW * (OW - 1) + 1 : SW] += col6[
-                :, :, i, j
-            ]
-    return xp[:, :, PH : PH + H, PW : PW + W]
-
-
-def np_maxpool2d_forward(x, kernel_size, stride, padding, dilation, out_size):
-    """Max pooling without padding or dilation (what the benchmark uses): argmax over taps."""
-    (KH, KW), (SH, SW), (OH, OW) = kernel_size, stride, out_size
-    N, C, H, W = x.shape
-    taps = sliding_window_view(x, (KH, KW), axis=(2, 3))[:, :, ::SH, ::SW][:, :, :OH, :OW]
-    taps = taps.reshape(N, C, OH, OW, KH * KW)
-    arg = taps.argmax(axis=-1)  # (N, C, OH, OW), tap number i*KW + j
-    y = np.take_along_axis(taps, arg[..., None], axis=-1)[..., 0]
-    oy, ox = np.ogrid[:OH, :OW]
-    idx = (oy * SH + arg // KW) * W + ox * SW + arg % KW  # flat into H*W
-    return y, idx
-
-
-def np_maxpool2d_backward(dy, idx, in_size):
-    """Scatter-add by bincount over flat positions in all planes."""
-    N, C = dy.shape[:2]
-    plane = in_size[0] * in_size[1]
-    flat = idx.reshape(N * C, -1) + plane * np.arange(N * C)[:, None]
-    dx = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=N * C * plane)
-    return dx.astype(dy.dtype).reshape(N, C, *in_size)
-
-
-NUMPY_BASELINE = SimpleNamespace(
-    im2col=np_im2col,
-    col2im=np_col2im,
-    maxpool2d_forward=np_maxpool2d_forward,
-    maxpool2d_backward=np_maxpool2d_backward,
-)
-
-
 # ---- one forward+backward step per column ---------------------------------------------------
-
-
-def kernel_step(case: Case, a: dict, k) -> callable:
-    """The ops' formulation (see fcn_scratch/ops/conv.py) on kernel module ``k``."""
-    geo, (grid, out) = geometry(case), grid_and_out(case)
-    x, w, b, dy = a["x"], a["w"], a["b"], a["dy"]
-    N, C = x.shape[:2]
-
-    def conv2d():
-        w2, dy2 = w.reshape(w.shape[0], -1), dy.reshape(N, w.shape[0], -1)
-        col = k.im2col(x, *geo, grid)  # (N, C*KH*KW, OH*OW)
-        y = w2 @ col + b[:, None]  # (N, C_out, OH*OW)
-        dw = (dy2 @ col.transpose(0, 2, 1)).sum(0)  # (C_out, C*KH*KW)
-        dx = k.col2im(w2.T @ dy2, x.shape[2:], *geo, grid)  # (N, C, H, W)
-        return y, dx, dw, dy2.sum((0, 2))
-
-    def conv_transpose2d():
-        w2, x2 = w.reshape(C, -1), x.reshape(N, C, -1)
-        y = k.col2im(w2.T @ x2, out, *geo, grid) + b[:, None, None]  # (N, C_out, OH, OW)
-        dcol = k.im2col(dy, *geo, grid)  # (N, C_out*KH*KW, H*W)
-        dw = (x2 @ dcol.transpose(0, 2, 1)).sum(0)  # (C, C_out*KH*KW)
-        return y, w2 @ dcol, dw, dy.sum((0, 2, 3))
-
-    def max_pool2d():
-        _, idx = k.maxpool2d_forward(x, *geo, out)
-        return k.maxpool2d_backward(dy, idx, x.shape[2:])
-
-    return {"conv2d": conv2d, "conv_transpose2d": conv_transpose2d, "max_pool2d": max_pool2d}[
-        case.op
-    ]
 
 
 def reference_loops(case: Case) -> int:
@@ -211,7 +113,8 @@ def reference_loops(case: Case) -> int:
 
 
 def ours_step(case: Case, a: dict) -> callable:
-    """fcn_scratch.ops forward then backward; the arrays' type picks the kernels."""
+    """fcn_scratch.ops forward then backward; the arrays' type picks the kernels (for NumPy
+    arrays, ``kernels.using`` may name them)."""
     s, p = case.stride, case.padding
     x, w, b, dy = a["x"], a["w"], a["b"], a["dy"]
     if case.op == "conv2d":
@@ -273,8 +176,10 @@ def cpu_row(case: Case, repeat: int) -> dict:
     a = make_inputs(case)
     row = dict(reference=None, numpy=None, ours=None, torch=None)
     if reference_loops(case) <= REFERENCE_MAX_LOOPS:
-        row["reference"] = median_seconds(kernel_step(case, a, reference), 1)
-    row["numpy"] = median_seconds(kernel_step(case, a, NUMPY_BASELINE), repeat)
+        with kernels.using(reference):
+            row["reference"] = median_seconds(ours_step(case, a), 1)
+    with kernels.using(numpy_baseline):
+        row["numpy"] = median_seconds(ours_step(case, a), repeat)
     row["ours"] = median_seconds(ours_step(case, a), repeat)
     return row
 

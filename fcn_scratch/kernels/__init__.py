@@ -1,13 +1,20 @@
-"""Kernels: im2col/col2im, max pooling and unpooling, in three interchangeable backends.
+"""Kernels: im2col/col2im, max pooling and unpooling, in interchangeable backends.
 
 ``reference`` (NumPy loops, the oracle), ``cpu`` (Numba) and ``cuda`` (CUDA C through
 CuPy) define the same functions with the same signatures; see ``reference`` for the
-conventions. ``for_array`` is the one place that picks a backend: by the array's type.
+conventions. ``numpy_baseline`` (vectorised NumPy) does too; only the benchmark uses it.
+``for_array`` is the one place that picks a backend: by the array's type, and for NumPy
+arrays inside ``with using(module):`` the module given (how the benchmark runs the ops on
+each backend).
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 from fcn_scratch.device import is_cuda_array
+
+_host: ModuleType | None = None  # set by ``using``; None: the Numba kernels
 
 
 def for_array(a) -> ModuleType:
@@ -16,6 +23,19 @@ def for_array(a) -> ModuleType:
         from fcn_scratch.kernels import cuda
 
         return cuda
+    if _host is not None:
+        return _host
     from fcn_scratch.kernels import cpu
 
     return cpu
+
+
+@contextmanager
+def using(module: ModuleType) -> Iterator[None]:
+    """Within the block, the ops run NumPy arrays on ``module`` (e.g. ``reference``)."""
+    global _host
+    previous, _host = _host, module
+    try:
+        yield
+    finally:
+        _host = previous
