@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -112,7 +113,7 @@ def reference_loops(case: Case) -> int:
     )
 
 
-def ours_step(case: Case, a: dict) -> callable:
+def ours_step(case: Case, a: dict) -> Callable[[], object]:
     """fcn_scratch.ops forward then backward; the arrays' type picks the kernels (for NumPy
     arrays, ``kernels.using`` may name them)."""
     s, p = case.stride, case.padding
@@ -126,7 +127,7 @@ def ours_step(case: Case, a: dict) -> callable:
     return lambda: pool.max_pool2d_backward(dy, pool.max_pool2d_forward(x, case.kernel, s, p)[2])
 
 
-def torch_step(case: Case, a: dict, device: str) -> callable:
+def torch_step(case: Case, a: dict, device: str) -> Callable[[], None]:
     """The same forward+backward through torch.autograd."""
     import torch
     import torch.nn.functional as F
@@ -150,7 +151,9 @@ def torch_step(case: Case, a: dict, device: str) -> callable:
     return step
 
 
-def median_seconds(step: callable, repeat: int, sync: callable = lambda: None) -> float:
+def median_seconds(
+    step: Callable[[], object], repeat: int, sync: Callable[[], object] = lambda: None
+) -> float:
     step()  # warm-up: compiles, allocates, fills caches
     sync()
     times = []
