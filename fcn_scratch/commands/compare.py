@@ -25,7 +25,7 @@ from fcn_scratch.train.outputs import atomic_write, example_images, write_json
 from fcn_scratch.train.setup import make_held_out
 
 NAMES = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s", "unpool": "Unpooling"}
-# The budget each model gets: the default ``train`` recipe for 8 epochs instead of 30,
+# The budget each model gets: the default ``train`` recipe for 8 epochs instead of 24,
 # so that the four models take a few minutes together.
 BUDGET = {"epochs": 8, "train_size": 2048, "val_size": 128}
 
