@@ -2,7 +2,9 @@
 
 Each subcommand lives in ``fcn_scratch/commands/<name>.py`` with two functions,
 ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status); they are imported
-only when their subcommand runs, so ``fcn-scratch info`` stays quick.
+only when their subcommand runs, so ``fcn-scratch info`` stays quick. Commands raise on
+failure; ``main`` is the one place that turns an error into a message on stderr and an
+exit status (``report``, ``EXIT_STATUS``).
 """
 
 import argparse
@@ -23,10 +25,20 @@ COMMANDS = {
 }
 
 
+EXIT_STATUS = """\
+exit status:
+  0    done
+  1    the work failed: training diverged (train, compare), a gradient check failed
+  2    bad options, input files, outputs or device: the message on stderr says which
+  130  interrupted (Ctrl-C); train's last checkpoint stays complete and resumable"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fcn-scratch",
         description="Fully Convolutional Networks for semantic segmentation, from scratch.",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
@@ -41,11 +53,34 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = parser.parse_known_args(argv)
     module = importlib.import_module(f"fcn_scratch.commands.{args.command}")
     sub = argparse.ArgumentParser(
-        prog=f"fcn-scratch {args.command}", description=COMMANDS[args.command]
+        prog=f"fcn-scratch {args.command}",
+        description=COMMANDS[args.command],
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.add_arguments(sub)
     try:
         return module.run(sub.parse_args(argv[1:]))
-    except DeviceError as err:  # e.g. --device cuda where CuPy or a GPU is missing
-        print(f"fcn-scratch {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except (KeyboardInterrupt, ValueError, OSError, RuntimeError) as err:
+        reported = report(args.command, err)
+        if reported is None:
+            raise
+        message, status = reported
+        print(message, file=sys.stderr)
+        return status
+
+
+def report(command: str, err: BaseException) -> tuple[str, int] | None:
+    """The message and exit status (``EXIT_STATUS``) for an error ``command`` raised, or
+    None for one that is a bug (a RuntimeError of no kind below). Our errors carry their
+    own words: CheckpointError, ConversionError and the option checks are ValueErrors
+    naming what is wrong; DeviceError says what is missing."""
+    from fcn_scratch.train.trainer import TrainingDiverged  # only once something failed
+
+    if isinstance(err, KeyboardInterrupt):  # TrainingInterrupted says what was saved
+        return f"\nfcn-scratch {command}: {str(err) or 'interrupted'}", 130
+    if isinstance(err, TrainingDiverged):
+        return f"fcn-scratch {command}: {err}", 1
+    if isinstance(err, (ValueError, OSError, DeviceError)):
+        return f"fcn-scratch {command}: error: {err}", 2
+    return None

@@ -26,7 +26,7 @@ def test_bench_prints_a_row_with_every_column(capsys, torch):
 
 def test_bench_refuses_an_unknown_case(capsys):
     assert main(["bench", "--case", "no such case"]) == 2
-    assert "no case name contains" in capsys.readouterr().out
+    assert "fcn-scratch bench: error: no case name contains" in capsys.readouterr().err
 
 
 def test_ops_run_on_the_kernels_that_using_names():

@@ -248,8 +248,7 @@ def run(args) -> int:
         import_cupy()  # raises DeviceError saying what is missing, before any output
     cases = [c for c in CASES if args.case is None or args.case in c.name]
     if not cases:
-        print(f"bench: no case name contains {args.case!r}")
-        return 2
+        raise ValueError(f"no case name contains {args.case!r}")
     limit_threads(args.threads)
     print(
         f"forward+backward, float32, device {args.device}, {args.threads} threads "

@@ -13,10 +13,8 @@ same optimiser, then is scored on the same held-out set. Writes into --out:
 import argparse
 import dataclasses
 import os
-import sys
 
 from fcn_scratch.commands.options import add_device, add_threads, float_in, int_at_least, widths
-from fcn_scratch.device import DeviceError
 from fcn_scratch.parallel import limit_threads
 from fcn_scratch.plots import plot_predictions
 from fcn_scratch.train import TrainConfig, Trainer, TrainingDiverged, predict, write_outputs
@@ -92,23 +90,18 @@ def run(args) -> int:
         device=args.device,
         data=args.data,
     )
-    try:
-        base.validate()
-        val_set = make_held_out(base)  # each model makes the same data from the seed
-    except (ValueError, OSError) as err:
-        print(f"fcn-scratch compare: error: {err}", file=sys.stderr)
-        return 2
+    base.validate()
+    val_set = make_held_out(base)  # each model makes the same data from the seed
     results, predictions = {}, {}
     images, truth = example_images(val_set)
     for name in args.models:
         config = dataclasses.replace(base, model=name, out=os.path.join(args.out, name))
         print(f"== {NAMES[name]} ==")
+        trainer = Trainer(config, progress=not args.no_progress)
         try:
-            trainer = Trainer(config, progress=not args.no_progress)
             trainer.fit()
-        except (TrainingDiverged, DeviceError) as err:
-            print(f"fcn-scratch compare: {NAMES[name]}: {err}", file=sys.stderr)
-            return 1
+        except TrainingDiverged as err:
+            raise TrainingDiverged(f"{NAMES[name]}: {err}") from err
         write_outputs(trainer)
         results[name] = {
             **trainer.metrics,

@@ -14,7 +14,6 @@ it. This is the only code of the package that imports torch, and only when it ru
 
 import argparse
 import os
-import sys
 
 import numpy as np
 
@@ -99,12 +98,8 @@ def save_converted(path: str, converted: Converted, source: str) -> None:
 
 
 def run(args) -> int:
-    try:
-        converted = convert_state_dict(read_torch_state(args.source), args.model, args.num_classes)
-        save_converted(args.output, converted, args.source)
-    except (ConversionError, OSError) as err:
-        print(f"fcn-scratch convert: error: {err}", file=sys.stderr)
-        return 2
+    converted = convert_state_dict(read_torch_state(args.source), args.model, args.num_classes)
+    save_converted(args.output, converted, args.source)
     what = "the PyTorch port's" if converted.kind != "vgg16" else "torchvision's VGG16 as"
     print(
         f"converted {args.source} ({what} {converted.model}, {converted.num_classes} classes, "

@@ -6,15 +6,13 @@ split of a folder in PASCAL VOC's layout, every image at its own size.
 """
 
 import argparse
-import sys
 
 from fcn_scratch.commands.options import add_device, add_max_memory, add_threads, int_at_least
 from fcn_scratch.data import FolderDataset, VOCDataset, is_voc
 from fcn_scratch.data.images import image_size
-from fcn_scratch.device import DeviceError
 from fcn_scratch.models.memory import check_forward_fits
 from fcn_scratch.parallel import limit_threads
-from fcn_scratch.train import CheckpointError, confusion, load_checkpoint
+from fcn_scratch.train import confusion, load_checkpoint
 from fcn_scratch.train.outputs import write_json
 from fcn_scratch.train.setup import make_held_out
 
@@ -56,22 +54,18 @@ def load_data(args, ckpt):
 
 def run(args) -> int:
     limit_threads(args.threads)
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-        model = ckpt.build_model().to(args.device)
-        dataset = load_data(args, ckpt)
-        if list(dataset.class_names) != ckpt.class_names:
-            raise ValueError(
-                f"the data's classes {list(dataset.class_names)} differ from "
-                f"the checkpoint's {ckpt.class_names}"
-            )
-        for path in getattr(dataset, "image_paths", lambda: [])():
-            check_forward_fits(model, image_size(path), args.max_memory, f"image {path}")
-        cm, loss = confusion(model, dataset, args.batch_size, args.device)
-        report(args, ckpt, dataset, cm, loss)
-    except (CheckpointError, ValueError, DeviceError, OSError) as err:
-        print(f"fcn-scratch evaluate: error: {err}", file=sys.stderr)
-        return 2
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.build_model().to(args.device)
+    dataset = load_data(args, ckpt)
+    if list(dataset.class_names) != ckpt.class_names:
+        raise ValueError(
+            f"the data's classes {list(dataset.class_names)} differ from "
+            f"the checkpoint's {ckpt.class_names}"
+        )
+    for path in getattr(dataset, "image_paths", lambda: [])():
+        check_forward_fits(model, image_size(path), args.max_memory, f"image {path}")
+    cm, loss = confusion(model, dataset, args.batch_size, args.device)
+    report(args, ckpt, dataset, cm, loss)
     return 0
 
 

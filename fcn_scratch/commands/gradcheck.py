@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     selected = [c for c in cases() if args.op is None or c.op == args.op]
     if not selected:
-        print(f"gradcheck: no cases for --op {args.op!r}")
-        return 2
+        ops = sorted({c.op for c in cases()})
+        raise ValueError(f"no cases for --op {args.op!r}; the ops are {', '.join(ops)}")
     header = (
         f"| {'op':<17} | {'configuration':<58} | {'max abs err':>11} "
         f"| {'max rel err':>11} | result |"

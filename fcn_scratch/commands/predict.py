@@ -16,7 +16,6 @@ Pillow, its decompression-bomb limit on, and one whose forward pass would need m
 
 import argparse
 import os
-import sys
 
 import numpy as np
 from PIL import Image
@@ -25,10 +24,9 @@ from fcn_scratch.commands.options import add_device, add_max_memory, add_threads
 from fcn_scratch.data import overlay
 from fcn_scratch.data.folder import IMAGE_EXTENSIONS
 from fcn_scratch.data.images import image_size, read_image, write_mask
-from fcn_scratch.device import DeviceError
 from fcn_scratch.models.memory import check_forward_fits
 from fcn_scratch.parallel import limit_threads
-from fcn_scratch.train import CheckpointError, load_checkpoint, predict
+from fcn_scratch.train import load_checkpoint, predict
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,23 +126,19 @@ def segment(model, path: str, args) -> tuple[np.ndarray, np.ndarray]:
 
 def run(args) -> int:
     limit_threads(args.threads)
-    try:
-        files = image_files(args.images)
-        targets = outputs(args, files)
-        ckpt = load_checkpoint(args.checkpoint)
-        model = ckpt.build_model().to(args.device)
-        for path, (overlay_path, mask_path) in zip(files, targets, strict=True):
-            image, label = segment(model, path, args)
-            Image.fromarray(overlay(image, label, alpha=args.alpha)).save(overlay_path)
-            if mask_path:
-                write_mask(mask_path, label)
-            counts = np.bincount(label.ravel(), minlength=len(ckpt.class_names)) / label.size
-            shares = ", ".join(
-                f"{name} {share:.1%}" for name, share in zip(ckpt.class_names, counts) if share
-            )
-            written = overlay_path + (f" and {mask_path}" if mask_path else "")
-            print(f"{path} ({image.shape[1]}x{image.shape[2]}): {shares}; wrote {written}")
-    except (CheckpointError, ValueError, DeviceError, OSError) as err:
-        print(f"fcn-scratch predict: error: {err}", file=sys.stderr)
-        return 2
+    files = image_files(args.images)
+    targets = outputs(args, files)
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.build_model().to(args.device)
+    for path, (overlay_path, mask_path) in zip(files, targets, strict=True):
+        image, label = segment(model, path, args)
+        Image.fromarray(overlay(image, label, alpha=args.alpha)).save(overlay_path)
+        if mask_path:
+            write_mask(mask_path, label)
+        counts = np.bincount(label.ravel(), minlength=len(ckpt.class_names)) / label.size
+        shares = ", ".join(
+            f"{name} {share:.1%}" for name, share in zip(ckpt.class_names, counts) if share
+        )
+        written = overlay_path + (f" and {mask_path}" if mask_path else "")
+        print(f"{path} ({image.shape[1]}x{image.shape[2]}): {shares}; wrote {written}")
     return 0

@@ -7,7 +7,6 @@ run (Ctrl-C saves one).
 
 import argparse
 import os
-import sys
 
 from fcn_scratch.commands.options import (
     add_device,
@@ -18,12 +17,10 @@ from fcn_scratch.commands.options import (
     int_in,
     widths,
 )
-from fcn_scratch.device import DeviceError
 from fcn_scratch.parallel import limit_threads
 from fcn_scratch.train import (
     TrainConfig,
     Trainer,
-    TrainingDiverged,
     TrainingInterrupted,
     load_checkpoint,
     setup,
@@ -154,25 +151,17 @@ def build_trainer(args) -> Trainer:
 
 
 def run(args) -> int:
-    """Exit status: 0 done, 1 diverged, 2 bad options or files (a message says which),
-    130 interrupted (the last checkpoint, if any, is complete and resumable)."""
+    """Train; errors go to cli.main, which reports them (TrainingDiverged: 1, bad options
+    or files: 2, interrupted: 130, the last checkpoint complete and resumable)."""
     limit_threads(args.threads)
     trainer = None
     try:
         trainer = build_trainer(args)
         train(trainer)
-    except TrainingDiverged as err:
-        print(f"fcn-scratch train: {err}", file=sys.stderr)
-        return 1
-    except TrainingInterrupted as err:
-        print(f"\nfcn-scratch train: {err}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:  # before training began, during a save or the outputs
-        print(f"\nfcn-scratch train: interrupted; {_saved(trainer)}", file=sys.stderr)
-        return 130
-    except (ValueError, DeviceError, OSError) as err:
-        print(f"fcn-scratch train: error: {err}", file=sys.stderr)
-        return 2
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt as err:  # before training began, during a save or the outputs
+        raise TrainingInterrupted(f"interrupted; {_saved(trainer)}", None) from err
     return 0
 
 
