@@ -185,8 +185,8 @@ def main(argv: list[str]) -> int:
             f"{which:5s}: mean IU {r['mean_iou']:.4f}, pixel acc {r['pixel_acc']:.4f}, "
             f"wall {r['wall_s']:.1f} s for {r['epochs']} epochs, {r['images_per_s']:.1f} img/s "
             f"overall ({r['step_images_per_s']:.1f} in training steps), threads {args.threads}"
-            f" (lanes {r['lanes']}), peak RSS {rss[0]:.0f} MiB after epoch 1, "
-            f"{rss[-1]:.0f} MiB after epoch {len(rss)}",
+            f" (lanes {r['lanes']})\n       peak RSS (MiB) after each epoch: "
+            + " ".join(f"{v:.0f}" for v in rss),
             flush=True,
         )
     ratio = results["ours"]["wall_s"] / results["torch"]["wall_s"]

@@ -76,6 +76,10 @@ class Lanes:
         self.replicas = [model] + [replicate(model) for _ in range(count - 1)]
         self._pool = ThreadPoolExecutor(count - 1, "lane") if count > 1 else None
         self._used = 1
+        # (model parameter, replica parameter) pairs, per replica: found once, since walking
+        # the module tree every step costs more than the rest of the bookkeeping together
+        self._pairs = [list(zip(model.parameters(), r.parameters())) for r in self.replicas]
+        self._modules = [list(zip(model.modules(), r.modules())) for r in self.replicas]
 
     @property
     def count(self) -> int:
@@ -109,8 +113,8 @@ class Lanes:
 
     def reduce_grads(self) -> None:
         """Add the gradients of the replicas used by the last ``run`` to the model's."""
-        for i in range(1, self._used):
-            for p, r in zip(self.model.parameters(), self.replicas[i].parameters()):
+        for pairs in self._pairs[1 : self._used]:
+            for p, r in pairs:
                 if r.grad is not None:
                     p.grad = r.grad if p.grad is None else p.grad + r.grad
                     r.grad = None
@@ -120,11 +124,11 @@ class Lanes:
             self._pool.shutdown()
 
     def _sync(self, used: int) -> None:
-        """Point the replicas at the model's current arrays, flags and mode."""
-        params = list(self.model.parameters())
-        for replica in self.replicas[1:used]:
-            replica.train(self.model.training)
-            for p, r in zip(params, replica.parameters()):
+        """Point the replicas at the model's current arrays, flags and modes."""
+        for modules, pairs in zip(self._modules[1:used], self._pairs[1:used]):
+            for m, r in modules:
+                r.training = m.training
+            for p, r in pairs:
                 r.data, r.requires_grad, r.grad = p.data, p.requires_grad, None
 
 
