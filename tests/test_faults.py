@@ -14,8 +14,8 @@ import pytest
 
 from fcn_scratch.cli import main
 from fcn_scratch.data import FolderDataset
+from fcn_scratch.io import remove_stale_temporaries
 from fcn_scratch.train import CheckpointError, Trainer, TrainingInterrupted, load_checkpoint
-from fcn_scratch.train.checkpoint import remove_stale_temporaries
 from fcn_scratch.train.setup import make_model, parameter_bound
 from tests.test_train import TINY_FLAGS, assert_same_bits, rewrite, set_config, tiny_config
 

@@ -15,11 +15,12 @@ import dataclasses
 import os
 
 from fcn_scratch.commands.options import add_device, add_threads, float_in, int_at_least, widths
+from fcn_scratch.io import atomic_write, write_json
 from fcn_scratch.parallel import limit_threads
 from fcn_scratch.plots import plot_predictions
 from fcn_scratch.train import TrainConfig, Trainer, TrainingDiverged, predict, write_outputs
 from fcn_scratch.train.config import MIN_IMAGE_SIZE, MODELS, OPTIMIZERS
-from fcn_scratch.train.outputs import atomic_write, example_images, write_json
+from fcn_scratch.train.outputs import example_images
 from fcn_scratch.train.setup import make_held_out
 
 NAMES = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s", "unpool": "Unpooling"}

@@ -10,10 +10,10 @@ import argparse
 from fcn_scratch.commands.options import add_device, add_max_memory, add_threads, int_at_least
 from fcn_scratch.data import FolderDataset, VOCDataset, is_voc
 from fcn_scratch.data.images import image_size
+from fcn_scratch.io import write_json
 from fcn_scratch.models.memory import check_forward_fits
 from fcn_scratch.parallel import limit_threads
 from fcn_scratch.train import confusion, load_checkpoint
-from fcn_scratch.train.outputs import write_json
 from fcn_scratch.train.setup import make_held_out
 
 METRIC_NAMES = (

@@ -9,25 +9,23 @@ Layout of the archive:
     state/<path>   every array inside the training state (optimiser moments, schedule,
                    data loader position), addressed by its path in the nested dict
 
-A save writes a temporary file in the target's folder, flushes and fsyncs it, then
-renames it over the target (``os.replace`` is atomic on POSIX and Windows), so a crash
-leaves either the old checkpoint or the new one, never half a file; temporary files that
-a killed process left behind are removed by the next save. Loading checks the archive,
+A save is an ``fcn_scratch.io.atomic_write``: a temporary file in the target's folder,
+flushed, fsynced and renamed over the target, so a crash leaves either the old checkpoint
+or the new one, never half a file; temporary files that a killed process left behind are
+removed by the next save. Loading checks the archive,
 its JSON fields and its weights (finite), and reports problems as CheckpointError naming
 the file and what is wrong.
 """
 
-import glob
 import json
 import os
-import re
-import secrets
 import zipfile
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from fcn_scratch.io import atomic_write
 from fcn_scratch.train.config import TrainConfig
 
 FORMAT = "fcn-scratch-checkpoint"
@@ -88,72 +86,6 @@ def save_checkpoint(
         np.savez(f, **arrays)
 
     atomic_write(path, write)
-
-
-def atomic_write(path: str, write, mode: str = "wb") -> None:
-    """Call ``write(f)`` on a new temporary file beside ``path``, fsync it and rename it
-    over ``path``; on any failure (Ctrl-C included) remove it and leave ``path`` alone.
-    An OSError (no such folder, read-only, disk full, ...) is raised again naming ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise OSError(f"cannot write {path}: {folder} is a file, not a folder")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        remove_stale_temporaries(path)
-        name = f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        tmp = os.path.join(folder, name)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-    except OSError as err:
-        raise _cannot_write(path, err) from err
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(err, OSError):
-            raise _cannot_write(path, err) from err
-        raise
-    _fsync_folder(folder)
-
-
-def _cannot_write(path: str, err: OSError) -> OSError:
-    """``err`` restated with the file it was writing (a disk-full error names none)."""
-    return OSError(f"cannot write {path}: {err.strerror or err}")
-
-
-def remove_stale_temporaries(path: str) -> list[str]:
-    """Remove the temporary files of ``path`` (``.<name>.<pid>.<hex>.tmp``) that processes
-    no longer running left behind (killed during a save); return what was removed. Those
-    with this process's own pid go too: its saves of one file run one at a time, and a
-    pid comes back after a restart (a container's training process is often pid 1)."""
-    folder, base = os.path.split(os.path.abspath(path))
-    pattern = re.compile(re.escape(f".{base}.") + r"(\d+)\.[0-9a-f]+\.tmp")
-    removed = []
-    for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(base)}.*.tmp")):
-        match = pattern.fullmatch(os.path.basename(tmp))
-        pid = int(match.group(1)) if match else None
-        if pid is not None and (pid == os.getpid() or not _running(pid)):
-            try:
-                os.remove(tmp)
-                removed.append(tmp)
-            except OSError:
-                pass  # removed meanwhile, or not ours to remove
-    return removed
-
-
-def _running(pid: int) -> bool:
-    """Whether a process ``pid`` exists (one of another user counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # another user's process, or no valid pid
-        return True
-    return True
 
 
 def load_checkpoint(path: str) -> Checkpoint:
@@ -283,17 +215,3 @@ def _unflatten(skeleton, arrays: dict):
     if "value" not in skeleton:
         raise TypeError(f"expected 'dict', 'list', 'array' or 'value', got {sorted(skeleton)}")
     return skeleton["value"]
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

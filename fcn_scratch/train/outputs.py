@@ -6,14 +6,12 @@ learning_curves.png   training and held-out loss, held-out mean IU and pixel acc
 predictions.png       held-out images, their truth and the model's prediction
 """
 
-import json
-import math
 import os
 
 import numpy as np
 
 from fcn_scratch import plots
-from fcn_scratch.train.checkpoint import atomic_write
+from fcn_scratch.io import write_json
 from fcn_scratch.train.evaluation import predict
 
 METRIC_KEYS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou", "per_class_iou", "loss")
@@ -72,19 +70,3 @@ def metrics_record(trainer) -> dict:
         "config": trainer.config.to_dict(),
         "history": trainer.history,
     }
-
-
-def write_json(path: str, data: dict) -> None:
-    """Write ``data`` as JSON (NaN/inf as null), atomically, like the checkpoints."""
-    text = json.dumps(_finite(data), indent=2) + "\n"
-    atomic_write(path, lambda f: f.write(text), mode="w")
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
