@@ -145,6 +145,8 @@ class Adam(Optimizer):
         t += 1;  g = grad + weight_decay * p
         m = m + (1 - beta1) * (g - m);    v = beta2 * v + (1 - beta2) * g * g
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    with t, m and v starting at zero for each parameter.
     """
 
     hyper = ("lr", "beta1", "beta2", "eps", "weight_decay")

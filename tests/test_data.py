@@ -50,9 +50,9 @@ def test_texture_and_noise_options():
     for ds, flat_expected in ((flat, True), (textured, False)):
         for image, label in zip(ds.images, ds.labels, strict=True):
             background = image[:, label == 0]  # (3, pixels)
-            share_at_base = np.isclose(background, np.median(background, axis=1)[:, None]).all(
-                axis=0
-            ).mean()  # anti-aliased rims of shapes are labelled background too
+            share_at_base = (
+                np.isclose(background, np.median(background, axis=1)[:, None]).all(axis=0).mean()
+            )  # anti-aliased rims of shapes are labelled background too
             assert (share_at_base > 0.95) == flat_expected
 
 
@@ -119,9 +119,13 @@ def _params(kind, cx, cy, radius, colour):
     """One image whose slots hold the given shapes, unrotated and unshaded."""
     s = len(kind)
     return ShapeParams(
-        kind=np.array([kind]), cx=np.array([cx], float), cy=np.array([cy], float),
-        radius=np.array([radius], float), angle=np.zeros((1, s)),
-        colour=np.array([colour], float), shade=np.zeros((1, s, 2)),
+        kind=np.array([kind]),
+        cx=np.array([cx], float),
+        cy=np.array([cy], float),
+        radius=np.array([radius], float),
+        angle=np.zeros((1, s)),
+        colour=np.array([colour], float),
+        shade=np.zeros((1, s, 2)),
     )
 
 

@@ -136,9 +136,7 @@ def test_load_state_dict_errors():
     with pytest.raises(KeyError, match="momentum"):
         optim.SGD(params, lr=0.1).load_state_dict(state)
     with pytest.raises(KeyError, match="unexpected entry 'beta1'"):
-        optim.SGD(params, lr=0.1).load_state_dict(
-            {**state, "momentum": 0.0, "nesterov": False}
-        )
+        optim.SGD(params, lr=0.1).load_state_dict({**state, "momentum": 0.0, "nesterov": False})
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,9 @@ def batch(n=6, size=32, classes=4, seed=0):
 
 def grads_of(trainer, x, y):
     loss, _ = trainer.train_step(x, y)
-    return loss, {n: p.grad.copy() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return loss, {
+        n: p.grad.copy() for n, p in trainer.model.named_parameters() if p.grad is not None
+    }
 
 
 def trainer_with(lanes: int, **fields) -> Trainer:

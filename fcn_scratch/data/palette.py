@@ -47,8 +47,7 @@ def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndar
     rgb = to_hwc(image)  # (H, W, 3)
     if label.shape != rgb.shape[:2]:
         raise ValueError(
-            f"overlay: label must be (H, W) = {rgb.shape[:2]} to match the image, "
-            f"got {label.shape}"
+            f"overlay: label must be (H, W) = {rgb.shape[:2]} to match the image, got {label.shape}"
         )
     colours = colorize(label).astype(np.float64) / 255.0  # (H, W, 3)
     weight = np.where(label[..., None] == 0, 0.0, alpha)  # (H, W, 1)

@@ -105,9 +105,7 @@ def draw_shapes(
             labels[rows] = lab
 
 
-def smooth_noise(
-    n: int, size: tuple[int, int], cells: int, rng: np.random.Generator
-) -> np.ndarray:
+def smooth_noise(n: int, size: tuple[int, int], cells: int, rng: np.random.Generator) -> np.ndarray:
     """Low-frequency noise ``(N, 3, H, W)`` in about [-1, 1]: a random ``cells x cells`` grid
     per channel, bilinearly interpolated up to ``size`` (two small matrix products)."""
     h, w = size

@@ -19,7 +19,6 @@ dtype and caches the machine code on disk (``cache=True``), so later processes l
 instead of compiling again.
 """
 
-
 import numpy as np
 from numba import njit, uint64
 
