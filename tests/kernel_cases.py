@@ -102,23 +102,31 @@ def check_im2col_col2im(module, config) -> None:
     """``module``'s im2col and col2im equal the reference's bit for bit on one window."""
     k, s, p, d, shape, out, dtype = config
     x = randn(shape, dtype)
-    col = module.im2col(x, k, s, p, d, out)
+    col = module.im2col(x, k, s, p, d, out)  # (N, C*KH*KW, OH*OW)
+    assert col.dtype == dtype
     np.testing.assert_array_equal(col, ref.im2col(x, k, s, p, d, out))
-    expected = ref.col2im(col, shape[2:], k, s, p, d, out)
-    np.testing.assert_array_equal(module.col2im(col, shape[2:], k, s, p, d, out), expected)
+    dcol = randn(col.shape, dtype, seed=2)
+    dx = module.col2im(dcol, shape[2:], k, s, p, d, out)  # (N, C, H, W)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, ref.col2im(dcol, shape[2:], k, s, p, d, out))
 
 
-def check_pooling(module, config) -> None:
-    """``module``'s max-pool forward and backward and unpool backward equal the reference's."""
+def check_pooling(module, config, check_sum=np.testing.assert_array_equal) -> None:
+    """``module``'s max-pool forward and backward and unpooling with the recorded indices
+    (overlapping windows share indices, so the scatter's summation order matters) equal
+    the reference's; ``check_sum`` compares the two scatter-adds."""
     k, s, p, d, shape, out, dtype = config
     x = distinct(shape, dtype)
-    y, idx = module.maxpool2d_forward(x, k, s, p, d, out)
+    y, idx = module.maxpool2d_forward(x, k, s, p, d, out)  # (N, C, OH, OW) twice
     y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
+    assert y.dtype == dtype and idx.dtype == np.int64
     np.testing.assert_array_equal(idx, idx_ref)
     np.testing.assert_array_equal(y, y_ref)
     dy = randn(y.shape, dtype)
-    expected = ref.maxpool2d_backward(dy, idx, shape[2:])
-    np.testing.assert_array_equal(module.maxpool2d_backward(dy, idx, shape[2:]), expected)
-    np.testing.assert_array_equal(
-        module.maxunpool2d_backward(x, idx), ref.maxunpool2d_backward(x, idx)
-    )
+    dx = module.maxpool2d_backward(dy, idx, shape[2:])  # (N, C, H, W)
+    assert dx.dtype == dtype
+    check_sum(dx, ref.maxpool2d_backward(dy, idx, shape[2:]))
+    up = module.maxunpool2d_forward(dy, idx, shape[2:])  # (N, C, H, W)
+    check_sum(up, ref.maxunpool2d_forward(dy, idx, shape[2:]))
+    dup = module.maxunpool2d_backward(x, idx)  # (N, C, OH, OW)
+    np.testing.assert_array_equal(dup, ref.maxunpool2d_backward(x, idx))

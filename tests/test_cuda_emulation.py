@@ -55,14 +55,7 @@ def emulated(emulator, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
 def test_im2col_col2im_match_reference(emulated, k, s, p, d, shape, out, dtype):
-    x = randn(shape, dtype)
-    col = emulated.im2col(x, k, s, p, d, out)  # (N, C*KH*KW, OH*OW)
-    assert col.dtype == dtype
-    np.testing.assert_array_equal(col, ref.im2col(x, k, s, p, d, out))
-    dcol = randn(col.shape, dtype, seed=2)
-    dx = emulated.col2im(dcol, shape[2:], k, s, p, d, out)  # (N, C, H, W)
-    assert dx.dtype == dtype
-    np.testing.assert_array_equal(dx, ref.col2im(dcol, shape[2:], k, s, p, d, out))
+    check_im2col_col2im(emulated, (k, s, p, d, shape, out, dtype))
 
 
 # ---- max pooling and unpooling -------------------------------------------------------------
@@ -71,21 +64,7 @@ def test_im2col_col2im_match_reference(emulated, k, s, p, d, shape, out, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
 def test_pooling_matches_reference(emulated, k, s, p, d, shape, out, dtype):
-    """Forward, backward, and unpooling with the recorded indices (overlapping windows
-    share indices, so the scatter's summation order matters)."""
-    x = distinct(shape, dtype)
-    y, idx = emulated.maxpool2d_forward(x, k, s, p, d, out)  # (N, C, OH, OW) twice
-    y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
-    assert y.dtype == dtype and idx.dtype == np.int64
-    np.testing.assert_array_equal(idx, idx_ref)
-    np.testing.assert_array_equal(y, y_ref)
-    dy = randn(y.shape, dtype)
-    dx = emulated.maxpool2d_backward(dy, idx, shape[2:])  # (N, C, H, W)
-    np.testing.assert_array_equal(dx, ref.maxpool2d_backward(dy, idx, shape[2:]))
-    up = emulated.maxunpool2d_forward(dy, idx, shape[2:])  # (N, C, H, W)
-    np.testing.assert_array_equal(up, ref.maxunpool2d_forward(dy, idx, shape[2:]))
-    dup = emulated.maxunpool2d_backward(x, idx)  # (N, C, OH, OW)
-    np.testing.assert_array_equal(dup, ref.maxunpool2d_backward(x, idx))
+    check_pooling(emulated, (k, s, p, d, shape, out, dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -5,9 +5,11 @@ Copies and col2im must agree bit for bit; the scatter-adds sum in float64 by bin
 so they agree to float32 rounding (or float64's).
 """
 
+from functools import partial
+
 import numpy as np
 import pytest
-from kernel_cases import CONV, DTYPES, POOL, distinct, randn
+from kernel_cases import CONV, DTYPES, POOL, check_im2col_col2im, check_pooling, randn
 
 from fcn_scratch.kernels import numpy_baseline as nb
 from fcn_scratch.kernels import reference as ref
@@ -18,33 +20,15 @@ SUM_TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
 def test_im2col_col2im_match_reference(k, s, p, d, shape, out, dtype):
-    x = randn(shape, dtype)
-    col = nb.im2col(x, k, s, p, d, out)  # (N, C*KH*KW, OH*OW)
-    assert col.dtype == dtype
-    np.testing.assert_array_equal(col, ref.im2col(x, k, s, p, d, out))
-    dcol = randn(col.shape, dtype, seed=2)
-    dx = nb.col2im(dcol, shape[2:], k, s, p, d, out)  # (N, C, H, W)
-    assert dx.dtype == dtype
-    np.testing.assert_array_equal(dx, ref.col2im(dcol, shape[2:], k, s, p, d, out))
+    check_im2col_col2im(nb, (k, s, p, d, shape, out, dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
 def test_pooling_matches_reference(k, s, p, d, shape, out, dtype):
-    x = distinct(shape, dtype)
-    y, idx = nb.maxpool2d_forward(x, k, s, p, d, out)  # (N, C, OH, OW) twice
-    y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
-    assert y.dtype == dtype and idx.dtype == np.int64
-    np.testing.assert_array_equal(idx, idx_ref)
-    np.testing.assert_array_equal(y, y_ref)
-    dy = randn(y.shape, dtype)
-    tol = SUM_TOLERANCE[dtype]
-    dx = nb.maxpool2d_backward(dy, idx, shape[2:])  # (N, C, H, W)
-    assert dx.dtype == dtype
-    np.testing.assert_allclose(dx, ref.maxpool2d_backward(dy, idx, shape[2:]), **tol)
-    up = nb.maxunpool2d_forward(dy, idx, shape[2:])
-    np.testing.assert_allclose(up, ref.maxunpool2d_forward(dy, idx, shape[2:]), **tol)
-    np.testing.assert_array_equal(nb.maxunpool2d_backward(x, idx), ref.maxunpool2d_backward(x, idx))
+    """The scatter-adds to float rounding, the rest bit for bit."""
+    sums = partial(np.testing.assert_allclose, **SUM_TOLERANCE[dtype])
+    check_pooling(nb, (k, s, p, d, shape, out, dtype), sums)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
