@@ -4,15 +4,16 @@ The paper's networks built on NumPy (CPU, with Numba kernels) and CuPy (GPU, wit
 kernels), every index of im2col, max pooling, unpooling and transposed convolution in
 plain sight and checked against reference loops and PyTorch. A training step reads as in
 PyTorch: wrap images in a ``Tensor``, call a model, take ``functional.cross_entropy`` of its
-logits against labels (255 = ignore) and call ``backward()``. ``load_model(path)`` gives
-back the model of any checkpoint (trained, or converted from PyTorch weights).
+logits against labels (255 = ignore) and call ``backward()``; inside ``no_grad()`` (for
+evaluation) the ops keep no graph. ``load_model(path)`` gives back the model of any
+checkpoint (trained, or converted from PyTorch weights).
 
 Layers, bottom up: kernels (reference / cpu / cuda) -> ops (forward/backward pairs)
 -> autograd (Tensor) -> functional -> nn -> models -> data, train.
 """
 
 from fcn_scratch import functional
-from fcn_scratch.autograd import Tensor
+from fcn_scratch.autograd import Tensor, is_grad_enabled, no_grad
 from fcn_scratch.gradcheck import GradcheckResult, gradcheck
 
 __version__ = "0.1.0"
@@ -26,4 +27,13 @@ def load_model(path: str):
     return load_checkpoint(path).build_model()
 
 
-__all__ = ["Tensor", "functional", "gradcheck", "GradcheckResult", "load_model", "__version__"]
+__all__ = [
+    "GradcheckResult",
+    "Tensor",
+    "__version__",
+    "functional",
+    "gradcheck",
+    "is_grad_enabled",
+    "load_model",
+    "no_grad",
+]

@@ -9,13 +9,35 @@ gradients that meet at a tensor. Leaves with ``requires_grad`` accumulate into `
 Only what FCNs need is here: the ops in ``fcn_scratch.functional``, ``+`` of two tensors
 of one shape (skip fusion), multiplication by a Python scalar, ``sum``, ``mean`` and
 ``reshape``. There is no broadcasting engine.
+
+Inside ``with no_grad():`` ops record nothing (results never require grad), so a forward
+pass for evaluation keeps no closures and frees each layer's saved arrays at once.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from fcn_scratch.device import array_module, check_device, device_of, is_cuda_array, to_device
+
+_grad_enabled = True  # False inside no_grad()
+
+
+@contextmanager
+def no_grad() -> Iterator[None]:
+    """A block (or, as ``@no_grad()``, a function) in which ops build no graph."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``no_grad()``."""
+    return _grad_enabled
 
 
 class Tensor:
@@ -42,9 +64,10 @@ class Tensor:
 
     @classmethod
     def from_op(cls, data, parents, backward_fn, op: str) -> "Tensor":
-        """An op's result: keeps parents and backward closure if any parent needs a grad."""
+        """An op's result: keeps parents and backward closure if any parent needs a grad
+        (and grad is enabled: see ``no_grad``)."""
         out = cls(data)
-        if any(p.requires_grad for p in parents):
+        if _grad_enabled and any(p.requires_grad for p in parents):
             out.requires_grad = True
             out._parents = tuple(parents)
             out._backward_fn = backward_fn

@@ -11,12 +11,14 @@ batches and zero channels with a ValueError.
                return_indices=False)
     max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=None)
     relu(x), dropout(x, p=0.5, training=True, generator=None), crop(x, offset, size)
+    batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5)
     cross_entropy(logits, target, weight=None, ignore_index=255, reduction='mean')
 """
 
 from fcn_scratch import random
 from fcn_scratch.autograd import Tensor, as_tensor
-from fcn_scratch.ops import activation, conv, loss, pool
+from fcn_scratch.ops import activation, batchnorm, conv, loss, pool
 from fcn_scratch.ops import crop as crop_op
 from fcn_scratch.ops.shapes import check_not_empty
 
@@ -97,6 +99,41 @@ def dropout(x, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
     generator = random.generator(x.device) if generator is None else generator
     y, mask = activation.dropout_forward(x.data, p, generator)
     return Tensor.from_op(y, (x,), lambda dy: (activation.dropout_backward(dy, mask),), "dropout")
+
+
+def batch_norm(
+    x,
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """x: (N, C, H, W), running_*/weight/bias: (C,) -> y like x, normalised per channel.
+
+    training: batch statistics (and running_* updated in place, unless None); otherwise
+    the running statistics. See ``ops.batchnorm`` for the formulas and the backward.
+    """
+    x = as_tensor(x)
+    parents = [x] + [as_tensor(p) for p in (weight, bias) if p is not None]
+    y, ctx = batchnorm.batch_norm_forward(
+        x.data,
+        _data(running_mean),
+        _data(running_var),
+        _data(weight),
+        _data(bias),
+        training,
+        momentum,
+        eps,
+    )
+
+    def backward(dy):
+        dx, dweight, dbias = batchnorm.batch_norm_backward(dy, ctx)
+        return tuple(g for g in (dx, dweight, dbias) if g is not None)
+
+    return Tensor.from_op(y, parents, backward, "batch_norm")
 
 
 def crop(x, offset, size) -> Tensor:

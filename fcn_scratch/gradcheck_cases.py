@@ -3,8 +3,9 @@
 Each case is an op, a readable configuration, and a function that builds float64 inputs;
 ``run_case`` checks the op's gradients by central differences. The grid covers stride
 1-3, padding 0-2, kernel 1-5, dilation 1-2, odd sizes, batch 1, ceil_mode,
-output_padding, ignore_index and class weights. Pooling inputs have no ties (a shuffled
-linspace), or the numerical gradient would be meaningless.
+output_padding, ignore_index and class weights, and batch norm in training and
+evaluation. Pooling inputs have no ties (a shuffled linspace), or the numerical gradient
+would be meaningless.
 """
 
 from collections.abc import Callable
@@ -109,6 +110,26 @@ def _ce_case(n, k, size, weighted, ignore):
     )
 
 
+def _bn_case(shape, training, affine):
+    cfg = dict(x=shape, training=training, affine=affine)
+    c = shape[1]
+    running = np.linspace(-0.5, 0.5, c), np.linspace(0.5, 2.0, c)  # eval's constants
+
+    def fn(x, *wb):
+        mean, var = (None, None) if training else running
+        return F.batch_norm(x, mean, var, *wb, training=training)
+
+    return Case(
+        "batch_norm",
+        cfg,
+        fn,
+        lambda rng: (
+            [rng.standard_normal(shape)]
+            + ([rng.uniform(0.5, 1.5, c), rng.standard_normal(c)] if affine else [])
+        ),
+    )
+
+
 def cases() -> list[Case]:
     """The full grid, small enough to check every element of every input."""
     out = []
@@ -157,6 +178,13 @@ def cases() -> list[Case]:
         (1, True, True),
     ]:
         out.append(_ce_case(n, 4, (3, 5), weighted, ignore))
+    for shape, training, affine in [
+        ((2, 3, 4, 5), True, True),
+        ((2, 3, 4, 5), True, False),
+        ((1, 2, 3, 1), True, True),
+        ((2, 3, 4, 5), False, True),
+    ]:
+        out.append(_bn_case(shape, training, affine))
     out += [
         Case(
             "relu", dict(x=(2, 3, 4, 5)), F.relu, lambda rng: [shuffled_linspace(rng, (2, 3, 4, 5))]

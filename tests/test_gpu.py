@@ -476,3 +476,50 @@ def test_predict_command_on_cuda_matches_cpu(cp, checkpoint, tmp_path):
     # A few pixels may flip between devices where two classes' logits nearly tie.
     differ = np.any(masks["cuda"] != masks["cpu"], axis=-1).mean()
     assert differ <= 0.01, f"{differ:.1%} of the pixels differ"
+
+
+def test_batchnorm_module_on_cuda_matches_cpu(cp):
+    """BatchNorm2d moved to the device: buffers move, update there, and match the CPU's."""
+    from fcn_scratch import nn
+
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((2, 3, 5, 4))
+    runs = {}
+    for device in ("cpu", "cuda"):
+        bn = nn.BatchNorm2d(3, dtype=np.float64).to(device)
+        assert all(isinstance(b, cp.ndarray) == (device == "cuda") for b in bn.buffers())
+        xt = Tensor(x, requires_grad=True)
+        y = bn(xt.to(device))
+        y.backward(cp.asarray(dy) if device == "cuda" else dy)
+        bn.eval()
+        z = bn(Tensor(x).to(device))
+        runs[device] = [y.numpy(), z.numpy(), xt.grad, bn.weight.numpy(), *bn.state_dict().values()]
+        runs[device][3] = cp.asnumpy(bn.weight.grad) if device == "cuda" else bn.weight.grad
+    for a, b in zip(runs["cpu"], runs["cuda"], strict=True):
+        np.testing.assert_allclose(b, a, **TOL[np.float64])
+
+
+@pytest.mark.parametrize("kind", ["SGD", "AdamW"])
+def test_optimiser_groups_on_cuda_match_cpu(cp, kind):
+    """Parameter groups, in-place updates and a warm-up schedule on device arrays."""
+    from fcn_scratch import optim
+
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(s) for s in [(3, 2, 3, 3), (3,)]]
+    grads = [[rng.standard_normal(a.shape) for a in start] for _ in range(3)]
+    results = {}
+    for device in ("cpu", "cuda"):
+        params = [Tensor(cp.asarray(a) if device == "cuda" else a.copy(), requires_grad=True)
+                  for a in start]  # fmt: skip
+        groups = [{"params": params[:1]}, {"params": params[1:], "lr": 0.02, "weight_decay": 0}]
+        extra = {"momentum": 0.9, "nesterov": True} if kind == "SGD" else {}
+        opt = getattr(optim, kind)(groups, lr=0.01, weight_decay=0.1, **extra)
+        schedule = optim.PolySchedule(opt, total_steps=5, warmup_steps=1)
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = cp.asarray(g) if device == "cuda" else g
+            opt.step()
+            schedule.step()
+        results[device] = [p.numpy() for p in params]
+    for a, b in zip(results["cpu"], results["cuda"], strict=True):
+        np.testing.assert_allclose(b, a, **TOL[np.float64])

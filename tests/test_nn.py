@@ -351,3 +351,49 @@ def test_flatten_and_sequential():
 def test_bad_layer_arguments(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_module_list_requires_grad_and_apply():
+    layers = nn.ModuleList([nn.Conv2d(1, 2, 3, rng=0), nn.ReLU()])
+    layers.append(nn.Conv2d(2, 1, 1, rng=1))
+    assert len(layers) == 3 and isinstance(layers[2], nn.Conv2d)
+    assert [n for n, _ in layers.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    with pytest.raises(TypeError, match="ModuleList: argument 3 must be a Module, got int"):
+        layers.append(3)
+
+    net = Net()
+    net.first.requires_grad_(False)  # freeze one branch in one line
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == ["last.weight", "last.bias"]
+    x = Tensor(np.ones((1, 2, 4, 4), np.float32))
+    net.eval()
+    net(x).sum().backward()
+    assert net.first.conv.weight.grad is None and net.last.weight.grad is not None
+    net.requires_grad_()
+    assert all(p.requires_grad for p in net.parameters())
+
+    visited = []
+    net.apply(lambda m: visited.append(m))
+    assert visited[-1] is net and len(visited) == len(list(net.modules()))
+
+
+def test_no_grad_records_no_graph():
+    import fcn_scratch
+
+    w = Tensor(np.ones((2, 1, 3, 3)), requires_grad=True)
+    x = np.ones((1, 1, 4, 4))
+    assert fcn_scratch.is_grad_enabled()
+    with fcn_scratch.no_grad():
+        assert not fcn_scratch.is_grad_enabled()
+        y = F.relu(F.conv2d(x, w, padding=1)) * 2.0
+    assert fcn_scratch.is_grad_enabled()
+    assert not y.requires_grad and y.is_leaf
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.sum().backward()
+    np.testing.assert_array_equal(y.numpy(), (F.relu(F.conv2d(x, w, padding=1)) * 2.0).numpy())
+
+    @fcn_scratch.no_grad()
+    def forward():
+        return F.conv2d(x, w)
+
+    assert not forward().requires_grad
+    assert F.conv2d(x, w).requires_grad  # enabled again after the call

@@ -1,21 +1,25 @@
-"""Module: parameters and sub-modules found from attributes, state dicts, modes, devices.
+"""Module: parameters, buffers and sub-modules found from attributes; state dicts, modes,
+devices.
 
-A module's parameters are the ``Tensor`` attributes it holds, its children the ``Module``
-attributes, both in the order they were first assigned (a class's ``__init__`` order).
-There is no registration step: ``self.weight = Tensor(..., requires_grad=True)`` makes a
-parameter, ``self.conv1 = Conv2d(...)`` a child. Lists of modules are not searched; use
-``Sequential``. A frozen parameter (``requires_grad=False``, e.g. a fixed bilinear
-upsampling kernel) is still a parameter: it is saved and loaded, and optimisers skip it.
+A module's parameters are the ``Tensor`` attributes it holds, its buffers the array
+attributes (numpy or cupy: state that is saved and moved but not trained, such as
+BatchNorm's running statistics), its children the ``Module`` attributes, all in the order
+they were first assigned (a class's ``__init__`` order). There is no registration step:
+``self.weight = Tensor(..., requires_grad=True)`` makes a parameter,
+``self.running_mean = np.zeros(C)`` a buffer, ``self.conv1 = Conv2d(...)`` a child. Lists
+of modules are not searched; use ``ModuleList`` or ``Sequential``. A frozen parameter
+(``requires_grad=False``, e.g. a fixed bilinear upsampling kernel) is still a parameter:
+it is saved and loaded, and optimisers skip it.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
 
 from fcn_scratch.autograd import Tensor
-from fcn_scratch.device import check_device, to_device
+from fcn_scratch.device import check_device, device_of, is_cuda_array, to_device
 
 # While ``observe_calls`` is active: a function called as f(module, args, output) after
 # every module call (used by ``summary`` to record output shapes). None otherwise.
@@ -62,7 +66,8 @@ class Module:
             ):
                 raise TypeError(
                     f"{type(self).__name__}.{name}: a {type(value).__name__} of modules or "
-                    "tensors is not searched for parameters; use Sequential or attributes"
+                    "tensors is not searched for parameters; use ModuleList, Sequential or "
+                    "attributes"
                 )
             yield name, value
 
@@ -105,6 +110,19 @@ class Module:
         for _, p in self.named_parameters():
             yield p
 
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, object]]:
+        """All buffers (array attributes) in attribute order, dotted names."""
+        for name, value in self._attributes():
+            full = f"{prefix}.{name}" if prefix else name
+            if _is_array(value):
+                yield full, value
+            elif isinstance(value, Module):
+                yield from value.named_buffers(full)
+
+    def buffers(self) -> Iterator[object]:
+        for _, b in self.named_buffers():
+            yield b
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(
             int(np.prod(p.shape))
@@ -114,22 +132,29 @@ class Module:
 
     # ---- state -----------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of all parameters as NumPy arrays (on the host), keyed by dotted name."""
+    def _named_state(self) -> dict[str, object]:
+        """The arrays a state dict holds: parameters' data, then buffers, by dotted name."""
         return {
-            name: np.array(to_device(p.data, "cpu"), copy=True)
-            for name, p in self.named_parameters()
+            **{name: p.data for name, p in self.named_parameters()},
+            **dict(self.named_buffers()),
         }
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of all parameters and buffers as NumPy arrays (on the host), keyed by
+        dotted name."""
+        state = self._named_state()
+        return {name: np.array(to_device(a, "cpu"), copy=True) for name, a in state.items()}
+
     def load_state_dict(self, state: dict, strict: bool = True) -> LoadResult:
-        """Copy arrays from ``state`` into the parameters, in place, on their devices.
+        """Copy arrays from ``state`` into the parameters and buffers, in place, on their
+        devices.
 
         Every key, shape and dtype is checked before anything is written, so a failed load
         leaves the module unchanged. With ``strict``, missing or unexpected keys are errors;
         without it they are returned. Shape and dtype mismatches are always errors. All
         failures raise ValueError.
         """
-        own = dict(self.named_parameters())
+        own = self._named_state()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         name = type(self).__name__
@@ -137,7 +162,7 @@ class Module:
             raise ValueError(
                 f"{name}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
             )
-        for key, p in own.items():
+        for key, a in own.items():
             if key not in state:
                 continue
             value = state[key]
@@ -145,18 +170,18 @@ class Module:
                 raise ValueError(
                     f"{name}.load_state_dict: {key!r} must be an array, got {type(value).__name__}"
                 )
-            if tuple(value.shape) != tuple(p.shape):
+            if tuple(value.shape) != tuple(a.shape):
                 raise ValueError(
-                    f"{name}.load_state_dict: {key!r} expected shape {tuple(p.shape)}, "
+                    f"{name}.load_state_dict: {key!r} expected shape {tuple(a.shape)}, "
                     f"got {tuple(value.shape)}"
                 )
-            if value.dtype != p.dtype:
+            if value.dtype != a.dtype:
                 raise ValueError(
-                    f"{name}.load_state_dict: {key!r} expected dtype {p.dtype}, got {value.dtype}"
+                    f"{name}.load_state_dict: {key!r} expected dtype {a.dtype}, got {value.dtype}"
                 )
-        for key, p in own.items():
+        for key, a in own.items():
             if key in state:
-                p.data[...] = to_device(state[key], p.device)
+                a[...] = to_device(state[key], device_of(a))
         return LoadResult(missing, unexpected)
 
     # ---- modes and devices -----------------------------------------------------------
@@ -171,18 +196,38 @@ class Module:
         return self.train(False)
 
     def to(self, device: str) -> "Module":
-        """Move every parameter (and its gradient) to ``device`` in place; returns self."""
+        """Move every parameter (and its gradient) and every buffer to ``device`` in place;
+        returns self."""
         check_device(device)
         for p in self.parameters():
             p.data = to_device(p.data, device)
             if p.grad is not None:
                 p.grad = to_device(p.grad, device)
+        for module in self.modules():
+            for name, value in list(vars(module).items()):
+                if _is_array(value):
+                    setattr(module, name, to_device(value, device))
         return self
 
     def zero_grad(self) -> None:
         """Forget all gradients (set them to None, so the next backward starts afresh)."""
         for p in self.parameters():
             p.grad = None
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+        """Set ``requires_grad`` of every parameter: ``model.backbone.requires_grad_(False)``
+        freezes a backbone (optimisers then skip it). Returns self."""
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
+
+    def apply(self, fn: Callable[["Module"], None]) -> "Module":
+        """Call ``fn(module)`` on every descendant, then on this module (torch's order,
+        children first); e.g. a custom initialisation. Returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     def summary(self, input_shape: tuple[int, ...], print_table: bool = True):
         """Per-layer output shapes, parameters and multiply-accumulates; see nn.summary."""
@@ -208,17 +253,30 @@ class Module:
         return "\n".join(lines) + "\n)"
 
 
-class Sequential(Module):
-    """Modules applied one after another; children are named ``"0"``, ``"1"``, ..."""
+def _is_array(value) -> bool:
+    return isinstance(value, np.ndarray) or is_cuda_array(value)
 
-    def __init__(self, *modules: Module) -> None:
+
+class ModuleList(Module):
+    """A list of modules whose parameters are found; children are named ``"0"``, ``"1"``..."""
+
+    def __init__(self, modules: Iterable[Module] = ()) -> None:
         super().__init__()
-        for i, module in enumerate(modules):
-            if not isinstance(module, Module):
-                raise TypeError(
-                    f"Sequential: argument {i} must be a Module, got {type(module).__name__}"
-                )
-            setattr(self, str(i), module)
+        self.extend(modules)
+
+    def append(self, module: Module) -> "ModuleList":
+        if not isinstance(module, Module):
+            raise TypeError(
+                f"{type(self).__name__}: argument {len(self)} must be a Module, got "
+                f"{type(module).__name__}"
+            )
+        setattr(self, str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> "ModuleList":
+        for module in modules:
+            self.append(module)
+        return self
 
     def __len__(self) -> int:
         return sum(1 for _ in self.children())
@@ -228,6 +286,13 @@ class Sequential(Module):
 
     def __iter__(self) -> Iterator[Module]:
         return self.children()
+
+
+class Sequential(ModuleList):
+    """Modules applied one after another; children are named ``"0"``, ``"1"``, ..."""
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__(modules)
 
     def forward(self, x):
         for module in self.children():

@@ -1,16 +1,17 @@
 """summary(model, input_shape): a per-layer table of output shapes, parameters and MACs.
 
-The model runs once, in eval mode, on zeros of ``input_shape``; every leaf module (one
-without children) that is called adds a row. MACs (multiply-accumulates) come from the
-layer's ``macs(x_shape, y_shape)`` method (Conv2d, ConvTranspose2d, Linear); other layers
-count zero (pooling, ReLU, additions and crops are cheap next to convolutions).
+The model runs once, in eval mode and without a graph (``no_grad``), on zeros of
+``input_shape``; every leaf module (one without children) that is called adds a row.
+MACs (multiply-accumulates) come from the layer's ``macs(x_shape, y_shape)`` method
+(Conv2d, ConvTranspose2d, Linear); other layers count zero (pooling, ReLU, additions and
+crops are cheap next to convolutions).
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fcn_scratch.autograd import Tensor
+from fcn_scratch.autograd import Tensor, no_grad
 from fcn_scratch.device import array_module
 from fcn_scratch.nn.module import Module, observe_calls
 
@@ -100,7 +101,7 @@ def summary(model: Module, input_shape: tuple[int, ...], print_table: bool = Tru
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        with observe_calls(record):
+        with observe_calls(record), no_grad():
             model(Tensor(xp.zeros(shape, dtype=dtype)))
     finally:
         for m, mode in modes:

@@ -12,7 +12,7 @@ from functools import partial
 import numpy as np
 
 from fcn_scratch import functional as F
-from fcn_scratch.autograd import Tensor
+from fcn_scratch.autograd import Tensor, no_grad
 from fcn_scratch.data import IGNORE_INDEX
 from fcn_scratch.device import to_device
 from fcn_scratch.metrics import ConfusionMatrix
@@ -21,18 +21,14 @@ from fcn_scratch.parallel import Lanes, lane_count
 
 @contextmanager
 def inference(model):
-    """Eval mode, and parameters marked as not needing gradients, so that ops keep no
-    backward closures (the forward's saved arrays are freed at once); restored after."""
+    """Eval mode and ``no_grad`` (ops keep no backward closures, so each forward's saved
+    arrays are freed at once); the model's mode is restored after."""
     was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
-    for p, _ in flags:
-        p.requires_grad = False
     try:
-        yield model
+        with no_grad():
+            yield model
     finally:
-        for p, flag in flags:
-            p.requires_grad = flag
         model.train(was_training)
 
 
