@@ -264,8 +264,9 @@ def test_whole_network_directional_gradients(name):
             module.bias.data[...] = rng.uniform(0.05, 0.2, module.bias.shape) * rng.choice(
                 [-1, 1], module.bias.shape
             )
-    x = shuffled_linspace(rng, (1, 3, 13, 11)) * 3.0  # distinct values: no pooling ties
-    target = rng.integers(0, 3, (1, 13, 11))
+    n = 2 if name == "unpool" else 1  # batch norm at 1x1 (stage 5) needs two images
+    x = shuffled_linspace(rng, (n, 3, 13, 11)) * 3.0  # distinct values: no pooling ties
+    target = rng.integers(0, 3, (n, 13, 11))
     target[0, :2] = 255
     fn, inputs = parameters_as_inputs(model, x, target)
     result = gradcheck(fn, inputs, max_full=0, directions=3)
@@ -278,15 +279,23 @@ def test_whole_network_directional_gradients(name):
 
 @pytest.mark.torch
 @pytest.mark.parametrize(
-    "name,size",
-    [("fcn8s", (37, 45)), ("fcn8s", (64, 64)), ("fcn16s", (33, 31)), ("unpool", (37, 45))],
+    "name,size,batch_norm",
+    [
+        ("fcn8s", (37, 45), False),
+        ("fcn8s", (64, 64), False),
+        ("fcn8s", (35, 33), True),
+        ("fcn16s", (33, 31), False),
+        ("unpool", (37, 45), True),
+    ],
     ids=str,
 )
-def test_model_matches_torch(torch, name, size):
-    """Logits, loss and every parameter gradient against the same network in torch."""
+def test_model_matches_torch(torch, name, size, batch_norm):
+    """Logits, loss, every parameter gradient and the batch-norm running statistics
+    against the same network in torch (training mode)."""
     from fcn_scratch.models.torch_mirror import torch_model
 
     options = dict(fc_width=12, score_init="kaiming_normal") if name != "unpool" else {}
+    options["batch_norm"] = batch_norm
     model = build_model(name, 4, widths=(4, 6, 8, 8, 8), dtype=np.float64, rng=0, **options)
     twin = torch_model(model)
     rng = np.random.default_rng(1)
@@ -310,3 +319,8 @@ def test_model_matches_torch(torch, name, size):
             )
         else:
             assert p.grad is None and theirs[name].grad is None, name
+    buffers = dict(twin.named_buffers())
+    assert list(buffers) == [name for name, _ in model.named_buffers()]
+    assert bool(buffers) == batch_norm
+    for name, b in model.named_buffers():
+        np.testing.assert_allclose(b, buffers[name].numpy(), rtol=1e-10, atol=1e-12, err_msg=name)

@@ -82,6 +82,14 @@ OPTIONS = [
             "help": "train the FCNs' last (bilinear-initialised) upsampling too",
         },
     ),
+    (
+        "--batch-norm",
+        "batch_norm",
+        {
+            "action": argparse.BooleanOptionalAction,
+            "help": "BatchNorm2d after every backbone convolution (None: on for unpool only)",
+        },
+    ),
     ("--seed", "seed", {"type": int_in(0, MAX_SEED)}),
     ("--out", "out", {"metavar": "DIR", "help": "output folder"}),
     (

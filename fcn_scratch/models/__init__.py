@@ -16,8 +16,8 @@ MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "unpool": UnpoolNe
 def build_model(name: str, num_classes: int, **options) -> Module:
     """The model called ``name`` ('fcn32s', 'fcn16s', 'fcn8s', 'unpool').
 
-    options go to its constructor: in_channels, widths, convs_per_stage, dtype, rng, and
-    for the FCNs backbone ('small', or 'vgg16' for the paper's networks: see
+    options go to its constructor: in_channels, widths, convs_per_stage, batch_norm, dtype,
+    rng, and for the FCNs backbone ('small', or 'vgg16' for the paper's networks: see
     ``fcn.BACKBONES``), first_padding, fc_width, fc6_kernel, fc6_padding, dropout,
     score_init, learn_skip_upsampling, learn_final_upsampling, preprocess.
 

@@ -2,8 +2,9 @@
 
     x (N, C, H, W) -> conv1 -> pool1 (1/2) -> ... -> conv5 -> pool5 (1/32)
 
-Stage i is ``conv{i}`` (a Sequential of [Conv2d 3x3 pad 1, ReLU] x convs_per_stage[i])
-followed by ``pool{i}`` (MaxPool2d 2x2 stride 2). The 3x3 "same" convolutions keep the
+Stage i is ``conv{i}`` (a Sequential of [Conv2d 3x3 pad 1, ReLU] x convs_per_stage[i],
+or [Conv2d, BatchNorm2d, ReLU] with ``batch_norm``) followed by ``pool{i}`` (MaxPool2d
+2x2 stride 2). The 3x3 "same" convolutions keep the
 size; pooling halves it, rounding up (``ceil_mode``, as in Caffe's FCN), so no border pixel
 is dropped and any input size, odd or even, down to 1x1, has a 1/32 map covering it.
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fcn_scratch.autograd import Tensor
-from fcn_scratch.nn import Conv2d, MaxPool2d, Module, ReLU, Sequential
+from fcn_scratch.nn import BatchNorm2d, Conv2d, MaxPool2d, Module, ReLU, Sequential
 from fcn_scratch.nn.init import RngLike, as_generator
 
 # The models' own defaults (build_model and the classes without widths / convs_per_stage):
@@ -29,17 +30,27 @@ NUM_STAGES = 5
 
 
 def conv_block(
-    in_channels: int, width: int, count: int, dtype, rng, first_padding: int = 1
+    in_channels: int,
+    width: int,
+    count: int,
+    dtype,
+    rng,
+    first_padding: int = 1,
+    batch_norm: bool = False,
 ) -> Sequential:
     """[Conv2d(3x3, padding 1), ReLU] repeated ``count`` times: (N, C, H, W) -> (N, width, H, W).
 
     ``first_padding`` pads the block's first convolution differently (VGG16's FCN pads
-    conv1_1 by 100: the image then grows by 198 pixels per axis).
+    conv1_1 by 100: the image then grows by 198 pixels per axis). With ``batch_norm``:
+    [Conv2d (no bias: BN's own bias replaces it), BatchNorm2d, ReLU].
     """
-    layers = []
+    layers: list[Module] = []
     for i in range(count):
         padding = first_padding if i == 0 else 1
-        layers += [Conv2d(in_channels, width, 3, padding=padding, dtype=dtype, rng=rng), ReLU()]
+        conv = Conv2d(
+            in_channels, width, 3, padding=padding, bias=not batch_norm, dtype=dtype, rng=rng
+        )
+        layers += [conv, BatchNorm2d(width, dtype=dtype), ReLU()] if batch_norm else [conv, ReLU()]
         in_channels = width
     return Sequential(*layers)
 
@@ -61,7 +72,9 @@ class VGGBackbone(Module):
 
     ``return_indices=True`` makes every pool return (y, indices) (for unpooling decoders).
     ``first_padding``: the padding of conv1_1 (1 keeps the size; the paper's VGG16 uses 100).
-    Conv ``conv{i}_{j}`` of the paper is ``conv{i}.{2 * (j - 1)}`` here (ReLUs in between).
+    ``batch_norm=True`` puts a BatchNorm2d after every convolution.
+    Conv ``conv{i}_{j}`` of the paper is ``conv{i}.{2 * (j - 1)}`` here (ReLUs in between;
+    ``3 * (j - 1)`` with batch norm).
     """
 
     def __init__(
@@ -71,6 +84,7 @@ class VGGBackbone(Module):
         convs_per_stage: Sequence[int] = DEFAULT_CONVS_PER_STAGE,
         return_indices: bool = False,
         first_padding: int = 1,
+        batch_norm: bool = False,
         dtype=np.float32,
         rng: RngLike = None,
     ) -> None:
@@ -82,7 +96,8 @@ class VGGBackbone(Module):
         channels = in_channels
         for i, (width, count) in enumerate(zip(self.widths, convs_per_stage, strict=True), 1):
             padding = first_padding if i == 1 else 1
-            setattr(self, f"conv{i}", conv_block(channels, width, count, dtype, rng, padding))
+            block = conv_block(channels, width, count, dtype, rng, padding, batch_norm)
+            setattr(self, f"conv{i}", block)
             setattr(
                 self, f"pool{i}", MaxPool2d(2, 2, ceil_mode=True, return_indices=return_indices)
             )

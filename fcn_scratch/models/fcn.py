@@ -105,8 +105,9 @@ class FCNBase(Module):
     training. score_init: 'zeros' (the paper) or 'kaiming_normal' for score_fr and the skip
     score layers. learn_skip_upsampling / learn_final_upsampling: whether the bilinear
     upsampling kernels are trained. preprocess: None, or the options of a ``Preprocess``
-    applied to the RGB [0, 1] input first (what outside weights expect). rng: numpy
-    Generator or int seed; the same seed builds the same model.
+    applied to the RGB [0, 1] input first (what outside weights expect). batch_norm: a
+    BatchNorm2d after every backbone convolution. rng: numpy Generator or int seed; the
+    same seed builds the same model.
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class FCNBase(Module):
         learn_skip_upsampling: bool = True,
         learn_final_upsampling: bool = False,
         preprocess: dict | None = None,
+        batch_norm: bool = False,
         dtype=np.float32,
         rng: RngLike = None,
     ) -> None:
@@ -161,6 +163,7 @@ class FCNBase(Module):
             o["widths"],
             o["convs_per_stage"],
             first_padding=o["first_padding"],
+            batch_norm=batch_norm,
             dtype=dtype,
             rng=self._rng,
         )

@@ -28,6 +28,7 @@ from fractions import Fraction
 from fcn_scratch.nn.activation import Dropout, ReLU
 from fcn_scratch.nn.conv import Conv2d, ConvTranspose2d
 from fcn_scratch.nn.module import Module, Sequential
+from fcn_scratch.nn.normalization import BatchNorm2d
 from fcn_scratch.nn.pooling import MaxPool2d
 
 Pair = tuple[Fraction, Fraction]
@@ -86,11 +87,11 @@ def layer_map(module: Module) -> CoordMap:
     if isinstance(module, ConvTranspose2d):
         conv = CoordMap.window(module.kernel_size, module.stride, module.padding, module.dilation)
         return conv.inverse()
-    if isinstance(module, (ReLU, Dropout)):
+    if isinstance(module, (ReLU, Dropout, BatchNorm2d)):
         return CoordMap.identity()
     raise TypeError(
         f"geometry: no coordinate map for {type(module).__name__}; expected Conv2d, "
-        "ConvTranspose2d, MaxPool2d, ReLU, Dropout or a Sequential of them"
+        "ConvTranspose2d, MaxPool2d, ReLU, Dropout, BatchNorm2d or a Sequential of them"
     )
 
 

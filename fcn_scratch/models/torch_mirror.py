@@ -53,6 +53,14 @@ def torch_layer(layer: nn.Module) -> torch.nn.Module:
             return_indices=layer.return_indices,
             ceil_mode=layer.ceil_mode,
         )
+    elif isinstance(layer, nn.BatchNorm2d):
+        dtype = torch.float64 if layer.running_mean.dtype == np.float64 else torch.float32
+        out = torch.nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, layer.affine)
+        out = out.to(dtype)
+        for name, value in layer.named_buffers():
+            getattr(out, name).copy_(torch.from_numpy(np.array(value)))
+        if not layer.affine:
+            return out
     elif isinstance(layer, nn.ReLU):
         return torch.nn.ReLU()
     elif isinstance(layer, nn.MaxUnpool2d):

@@ -1,12 +1,17 @@
-"""An unpooling encoder-decoder (DeconvNet / SegNet style): upsampling by recorded maxima.
+"""An unpooling encoder-decoder (SegNet / DeconvNet style): upsampling by recorded maxima.
 
     encoder: conv1 -> pool1 -> ... -> conv5 -> pool5   (pools keep their argmax indices)
     decoder: unpool5 -> dec5 -> ... -> unpool1 -> dec1 -> score (1x1 conv)
 
-Each MaxUnpool2d puts the values back where pool{i} found its maxima, with the recorded
+Every conv{i} and dec{i} is [Conv2d 3x3, BatchNorm2d, ReLU] x convs_per_stage[i-1]. Each
+MaxUnpool2d puts the values back where pool{i} found its maxima, with the recorded
 pre-pooling size, so the output size equals the input size for any input, and ``dec{i}``
-(3x3 convs) fills in the zeros between them. The other upsampling of the paper: where the
-FCNs interpolate (transposed convolution), this one remembers where.
+fills in the zeros between them. The other upsampling of the paper: where the FCNs
+interpolate (transposed convolution), this one remembers where.
+
+Batch normalisation after every convolution is what makes this deep, skip-free path
+trainable (DeconvNet and SegNet both rely on it): without it the ten stages learn far
+more slowly than the FCNs (``batch_norm=False`` keeps that variant for comparison).
 """
 
 from collections.abc import Sequence
@@ -39,6 +44,7 @@ class UnpoolNet(Module):
         widths: Sequence[int] = DEFAULT_WIDTHS,
         convs_per_stage: Sequence[int] = DEFAULT_CONVS_PER_STAGE,
         score_init: str = "kaiming_normal",
+        batch_norm: bool = True,
         dtype=np.float32,
         rng: RngLike = None,
     ) -> None:
@@ -46,14 +52,21 @@ class UnpoolNet(Module):
         rng = as_generator(rng)
         self.num_classes = int(num_classes)
         self.encoder = VGGBackbone(
-            in_channels, widths, convs_per_stage, return_indices=True, dtype=dtype, rng=rng
+            in_channels,
+            widths,
+            convs_per_stage,
+            return_indices=True,
+            batch_norm=batch_norm,
+            dtype=dtype,
+            rng=rng,
         )
         w = self.encoder.widths
         for i in range(NUM_STAGES, 0, -1):
             out = w[max(i - 2, 0)]
+            count = int(convs_per_stage[i - 1])
             setattr(self, f"unpool{i}", MaxUnpool2d(2, 2))
             setattr(
-                self, f"dec{i}", conv_block(w[i - 1], out, int(convs_per_stage[i - 1]), dtype, rng)
+                self, f"dec{i}", conv_block(w[i - 1], out, count, dtype, rng, batch_norm=batch_norm)
             )
         self.score = Conv2d(w[0], self.num_classes, 1, dtype=dtype, rng=rng, init=score_init)
 

@@ -42,7 +42,9 @@ class TrainConfig:
 
     Model: ``widths`` / ``convs_per_stage`` / ``fc_width`` size the backbone and the conv
     "fc" layers (None: the model's own defaults, models/backbone.py);
-    ``learn_final_upsampling`` trains the last bilinear upsampling of the FCNs too. Their
+    ``learn_final_upsampling`` trains the last bilinear upsampling of the FCNs too;
+    ``batch_norm`` puts a BatchNorm2d after every backbone (and decoder) convolution (None:
+    the model's default, on for the unpooling model only). Their
     defaults here are the training recipe's network, larger than the models' own defaults
     (the small net of the tests and tutorials). ``model_kwargs`` passes any other
     ``build_model`` option. Data: ``data`` is a folder of images and masks, or None for
@@ -60,6 +62,7 @@ class TrainConfig:
     convs_per_stage: tuple[int, ...] | None = (1, 1, 2, 2, 2)
     fc_width: int | None = 128
     learn_final_upsampling: bool = True
+    batch_norm: bool | None = None
     epochs: int = 24
     batch_size: int = 8
     lr: float = 4e-3
@@ -135,6 +138,8 @@ class TrainConfig:
             options["widths"] = tuple(int(w) for w in self.widths)
         if self.convs_per_stage is not None:
             options["convs_per_stage"] = tuple(int(c) for c in self.convs_per_stage)
+        if self.batch_norm is not None:
+            options["batch_norm"] = bool(self.batch_norm)
         if self.model != "unpool":  # options of the FCNs only
             options["learn_final_upsampling"] = bool(self.learn_final_upsampling)
             if self.fc_width is not None:
