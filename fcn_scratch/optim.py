@@ -1,38 +1,113 @@
-"""Optimisers (SGD, Adam) and learning-rate schedules, with PyTorch's update rules.
+"""Optimisers (SGD, Adam, AdamW) and learning-rate schedules, with PyTorch's update rules.
 
 An optimiser updates ``p.data`` in place from ``p.grad`` for each parameter ``p`` (a Tensor;
 arrays NumPy or CuPy), skipping parameters whose ``grad`` is None. The arithmetic follows
 ``torch.optim`` operation for operation, so the two agree to rounding (tests check this).
-``state_dict()`` holds only NumPy arrays (hyperparameters as 0-d arrays, moments per
-parameter index), so a checkpoint ``.npz`` stores it without pickle; ``load_state_dict``
-restores moments onto the parameters' devices and the hyperparameters too, as PyTorch does.
+Each update is one small function (``sgd_update``, ``adam_update``) working in place
+with ``out=`` ufuncs on two scratch arrays, so a step makes no temporaries of the
+parameters' size.
 
-Schedules set ``optimizer.lr`` from a closed formula of the step count ``t`` (call
-``schedule.step()`` once per optimiser step, or once per epoch: the unit is yours).
+Parameter groups work as in PyTorch: pass a list of tensors, or a list of dicts each with
+``"params"`` and any hyperparameters that differ from the constructor's defaults.
+``optimizer.param_groups`` is that list of dicts (with every hyperparameter filled in);
+schedules, and you, may change ``group["lr"]`` between steps. The FCN paper's recipe,
+biases at twice the learning rate and without weight decay:
+
+    weights = [p for name, p in model.named_parameters() if not name.endswith("bias")]
+    biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
+    optimizer = optim.SGD(
+        [{"params": weights}, {"params": biases, "lr": 2e-4, "weight_decay": 0.0}],
+        lr=1e-4, momentum=0.99, weight_decay=5e-4,
+    )
+
+``state_dict()`` holds only NumPy arrays (hyperparameters per group, moments per parameter
+index), so a checkpoint ``.npz`` stores it without pickle; ``load_state_dict`` restores
+moments onto the parameters' devices and the hyperparameters too, as PyTorch does.
+
+Schedules (``fcn_scratch.schedules``, exported here too) set every group's ``lr`` from a
+closed formula of the step count and that group's initial lr, after an optional linear
+warm-up.
 """
 
-import math
 from collections.abc import Iterable
 
 import numpy as np
 
+from fcn_scratch.autograd import Tensor
 from fcn_scratch.device import array_module, device_of, to_device
+from fcn_scratch.schedules import (
+    ConstantSchedule,
+    CosineSchedule,
+    PolySchedule,
+    Schedule,
+    StepSchedule,
+)
 
 
 class Optimizer:
-    """Holds the parameters (a list, in order) and the learning rate ``lr``."""
+    """Parameter groups, per-parameter state, and the step loop; subclasses give
+    ``defaults`` (hyperparameter -> default), ``slots`` and ``update``."""
 
-    hyper: tuple[str, ...] = ("lr",)  # hyperparameters saved in state_dict
     slots: tuple[str, ...] = ()  # per-parameter state arrays
 
-    def __init__(self, params: Iterable, lr: float):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        if not lr >= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be >= 0, got {lr}")
-        self.lr = float(lr)
+    def __init__(self, params: Iterable, defaults: dict):
+        name = type(self).__name__
+        groups = list(params)
+        if not groups:
+            raise ValueError(f"{name}: got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.defaults = dict(defaults)
+        self.param_groups: list[dict] = []
+        self.params: list[Tensor] = []  # every parameter, in group order (state index)
+        for group in groups:
+            self.add_param_group(group)
         self.state: list[dict] = [{} for _ in self.params]  # per parameter: slot -> array
+        self._work: dict = {}  # (device, dtype) -> two flat scratch arrays
+
+    def add_param_group(self, group: dict) -> None:
+        """Add a group: {"params": [...], hyperparameter: value, ...}; unnamed
+        hyperparameters take the constructor's values."""
+        name, index = type(self).__name__, len(self.param_groups)
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(
+                f"{name}: parameter group {index} must be a dict with a 'params' list, "
+                f"got {type(group).__name__}"
+            )
+        unknown = sorted(set(group) - {"params"} - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"{name}: parameter group {index} has unknown keys {unknown}; expected "
+                f"'params' and any of {sorted(self.defaults)}"
+            )
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        if not params:
+            raise ValueError(f"{name}: parameter group {index} has no parameters")
+        seen = {id(p) for p in self.params}
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(
+                    f"{name}: parameter group {index} holds a {type(p).__name__}, expected Tensors"
+                )
+            if id(p) in seen:
+                raise ValueError(f"{name}: a parameter appears twice (group {index})")
+            seen.add(id(p))
+        full = {**self.defaults, **group, "params": params}
+        self.check_hyperparameters(full, f"{name}: parameter group {index}")
+        self.param_groups.append(full)
+        self.params.extend(params)
+        if hasattr(self, "state"):
+            self.state.extend({} for _ in params)
+
+    def check_hyperparameters(self, group: dict, where: str) -> None:
+        if not group["lr"] >= 0:
+            raise ValueError(f"{where}: lr must be >= 0, got {group['lr']}")
+
+    @property
+    def lr(self) -> float:
+        """The first group's learning rate (all of them, unless groups were given)."""
+        return self.param_groups[0]["lr"]
 
     def zero_grad(self) -> None:
         """Drop every gradient (``grad = None``, PyTorch's default)."""
@@ -40,16 +115,38 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
-        for p, state in zip(self.params, self.state, strict=True):
-            if p.grad is not None:
-                self.update(p, state)
+        i = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self.update(p, self.state[i], group, self._scratch(p.data))
+                i += 1
 
-    def update(self, p, state: dict) -> None:
+    def update(self, p: Tensor, state: dict, group: dict, work: tuple) -> None:
         raise NotImplementedError
 
+    def _scratch(self, a) -> tuple:
+        """Two scratch arrays shaped like ``a``: views of flat buffers kept between steps."""
+        key = (device_of(a), a.dtype)
+        flat = self._work.get(key)
+        if flat is None or flat[0].size < a.size:
+            size = max(p.data.size for p in self.params if p.data.dtype == a.dtype)
+            xp = array_module(a)
+            flat = self._work[key] = (xp.empty(size, a.dtype), xp.empty(size, a.dtype))
+        return tuple(f[: a.size].reshape(a.shape) for f in flat)
+
+    # ---- state -------------------------------------------------------------------------
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """{'<hyperparameter>': 0-d array, '<slot>.<i>': array of parameter i's state}."""
-        out = {name: np.array(getattr(self, name)) for name in self.hyper}
+        """{'group<g>.<hyperparameter>': array, 'group<g>.params': the group's parameter
+        indices, '<slot>.<i>': array of parameter i's state}."""
+        out, start = {}, 0
+        for g, group in enumerate(self.param_groups):
+            for key in self.defaults:
+                out[f"group{g}.{key}"] = np.array(group[key])
+            n = len(group["params"])
+            out[f"group{g}.params"] = np.arange(start, start + n, dtype=np.int64)
+            start += n
         for i, state in enumerate(self.state):
             for slot, value in state.items():
                 host = to_device(value, "cpu") if hasattr(value, "shape") else value
@@ -59,12 +156,30 @@ class Optimizer:
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned; errors name the mismatching entry."""
         name = type(self).__name__
-        missing = [h for h in self.hyper if h not in state]
-        if missing:
-            raise KeyError(f"{name}.load_state_dict: missing hyperparameters {missing}")
+        hypers = []
+        for g, group in enumerate(self.param_groups):
+            wanted = [f"group{g}.{k}" for k in (*self.defaults, "params")]
+            missing = [k for k in wanted if k not in state]
+            if missing:
+                raise KeyError(f"{name}.load_state_dict: missing entries {missing}")
+            count = len(np.asarray(state[f"group{g}.params"]))
+            if count != len(group["params"]):
+                raise ValueError(
+                    f"{name}.load_state_dict: group {g} has {count} parameters in the state, "
+                    f"but this optimiser's group {g} has {len(group['params'])}"
+                )
+            hypers.append({k: _hyper_value(state[f"group{g}.{k}"]) for k in self.defaults})
         per_param: list[dict] = [{} for _ in self.params]
         for key, value in state.items():
-            if key in self.hyper:
+            head, _, tail = key.partition(".")
+            if head.startswith("group") and head[5:].isdigit():
+                if int(head[5:]) >= len(self.param_groups):
+                    raise ValueError(
+                        f"{name}.load_state_dict: entry {key!r} is for a group this "
+                        f"optimiser does not have (it has {len(self.param_groups)})"
+                    )
+                if tail != "params" and tail not in self.defaults:
+                    raise KeyError(f"{name}.load_state_dict: unexpected entry {key!r}")
                 continue
             slot, _, index = key.rpartition(".")
             if slot not in self.slots or not index.isdigit():
@@ -76,8 +191,8 @@ class Optimizer:
                     f"optimiser has {len(self.params)} parameters"
                 )
             per_param[i][slot] = self._restore(key, np.asarray(value), self.params[i])
-        for h in self.hyper:
-            setattr(self, h, type(getattr(self, h))(np.asarray(state[h]).item()))
+        for group, values in zip(self.param_groups, hypers, strict=True):
+            group.update(values)
         self.state = per_param
 
     def _restore(self, key: str, value: np.ndarray, p):
@@ -92,17 +207,84 @@ class Optimizer:
         return to_device(value.copy(), device_of(p.data))
 
 
-class SGD(Optimizer):
-    """Stochastic gradient descent with momentum and L2 weight decay (``torch.optim.SGD``
-    without dampening):
+def _hyper_value(a):
+    """A saved hyperparameter back as a Python value (a tuple for betas)."""
+    a = np.asarray(a)
+    if a.ndim == 1:
+        return tuple(float(v) for v in a)
+    return a.item()
+
+
+# ---- the per-parameter updates -----------------------------------------------------------
+
+
+def sgd_update(param, grad, buf, lr, momentum, weight_decay, nesterov, work):
+    """One SGD step of one parameter, in place (``torch.optim.SGD`` without dampening):
 
         g = grad + weight_decay * p
         buf = g (first step),  buf = momentum * buf + g (later)
         g = g + momentum * buf (nesterov)  or  g = buf
         p = p - lr * g
-    """
 
-    hyper = ("lr", "momentum", "weight_decay", "nesterov")
+    buf: the momentum buffer, or None on the first step (returns the new one, or None
+    without momentum). work: two scratch arrays shaped like param.
+    """
+    xp, (a, b) = array_module(param), work
+    g = grad
+    if weight_decay != 0:
+        g = xp.multiply(param, weight_decay, out=a)
+        g += grad
+    if momentum != 0:
+        if buf is None:
+            buf = g.copy()
+        else:
+            buf *= momentum
+            buf += g
+        if nesterov:
+            g = xp.multiply(buf, momentum, out=b)
+            g += a if weight_decay != 0 else grad
+        else:
+            g = buf
+    step = xp.multiply(g, lr, out=a)
+    param -= step
+    return buf
+
+
+def adam_update(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled, work):
+    """One Adam (``decoupled=False``) or AdamW step of one parameter, in place, at step t:
+
+        Adam:  g = grad + weight_decay * p          AdamW:  p = p * (1 - lr * weight_decay)
+        m = m + (1 - beta1) * (g - m);    v = beta2 * v + (1 - beta2) * g * g
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    m, v: the moment arrays, updated in place. work: two scratch arrays shaped like param.
+    """
+    xp, (a, b) = array_module(param), work
+    g = grad
+    if weight_decay != 0:
+        if decoupled:
+            param *= 1 - lr * weight_decay
+        else:
+            g = xp.multiply(param, weight_decay, out=a)
+            g += grad
+    xp.subtract(g, m, out=b)  # torch's lerp(m, g, 1 - beta1)
+    b *= 1 - beta1
+    m += b
+    v *= beta2
+    xp.multiply(g, 1 - beta2, out=b)
+    b *= g
+    v += b
+    denom = xp.sqrt(v, out=b)
+    denom /= (1 - beta2**t) ** 0.5
+    denom += eps
+    step = xp.multiply(m, lr / (1 - beta1**t), out=a)
+    step /= denom
+    param -= step
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum and L2 weight decay: see ``sgd_update``."""
+
     slots = ("momentum_buffer",)
 
     def __init__(
@@ -113,44 +295,40 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
         nesterov: bool = False,
     ):
-        super().__init__(params, lr)
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError(
-                f"SGD: momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}"
-            )
-        if nesterov and momentum == 0:
-            raise ValueError("SGD: nesterov needs momentum > 0, got momentum=0")
-        self.momentum = float(momentum)
-        self.weight_decay = float(weight_decay)
-        self.nesterov = bool(nesterov)
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        super().__init__(params, defaults)
 
-    def update(self, p, state: dict) -> None:
-        g = p.grad
-        if self.weight_decay != 0:
-            g = g + self.weight_decay * p.data
-        if self.momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = g.copy()
-            else:
-                buf *= self.momentum
-                buf += g
-            g = g + self.momentum * buf if self.nesterov else buf
-        p.data -= self.lr * g
+    def check_hyperparameters(self, group: dict, where: str) -> None:
+        super().check_hyperparameters(group, where)
+        if group["momentum"] < 0 or group["weight_decay"] < 0:
+            raise ValueError(
+                f"{where}: momentum and weight_decay must be >= 0, got {group['momentum']}, "
+                f"{group['weight_decay']}"
+            )
+        if group["nesterov"] and group["momentum"] == 0:
+            raise ValueError(f"{where}: nesterov needs momentum > 0, got momentum=0")
+
+    def update(self, p: Tensor, state: dict, group: dict, work: tuple) -> None:
+        buf = sgd_update(
+            p.data,
+            p.grad,
+            state.get("momentum_buffer"),
+            group["lr"],
+            group["momentum"],
+            group["weight_decay"],
+            group["nesterov"],
+            work,
+        )
+        if buf is not None:
+            state["momentum_buffer"] = buf
 
 
 class Adam(Optimizer):
     """Adam (``torch.optim.Adam``, L2 weight decay added to the gradient, no amsgrad):
+    see ``adam_update``."""
 
-        t += 1;  g = grad + weight_decay * p
-        m = m + (1 - beta1) * (g - m);    v = beta2 * v + (1 - beta2) * g * g
-        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-
-    with t, m and v starting at zero for each parameter.
-    """
-
-    hyper = ("lr", "beta1", "beta2", "eps", "weight_decay")
     slots = ("step", "exp_avg", "exp_avg_sq")
+    decoupled = False  # AdamW: weight decay applied to the parameter, not the gradient
 
     def __init__(
         self,
@@ -160,108 +338,72 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ):
-        super().__init__(params, lr)
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
-        if eps < 0 or weight_decay < 0:
-            raise ValueError(f"Adam: eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
-        self.beta1, self.beta2 = float(betas[0]), float(betas[1])
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults)
 
-    def update(self, p, state: dict) -> None:
-        xp = array_module(p.data)
-        g = p.grad
-        if self.weight_decay != 0:
-            g = g + self.weight_decay * p.data
+    def check_hyperparameters(self, group: dict, where: str) -> None:
+        super().check_hyperparameters(group, where)
+        betas = group["betas"]
+        if len(betas) != 2 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"{where}: betas must be two numbers in [0, 1), got {betas}")
+        if group["eps"] < 0 or group["weight_decay"] < 0:
+            raise ValueError(
+                f"{where}: eps and weight_decay must be >= 0, got {group['eps']}, "
+                f"{group['weight_decay']}"
+            )
+
+    def update(self, p: Tensor, state: dict, group: dict, work: tuple) -> None:
         if "step" not in state:
+            xp = array_module(p.data)
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p.data)
             state["exp_avg_sq"] = xp.zeros_like(p.data)
         state["step"] += 1
-        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - self.beta1) * (g - m)  # torch's lerp(m, g, 1 - beta1)
-        v *= self.beta2
-        v += (1 - self.beta2) * g * g
-        step_size = self.lr / (1 - self.beta1**t)
-        denom = xp.sqrt(v) / (1 - self.beta2**t) ** 0.5 + self.eps
-        p.data -= step_size * m / denom
+        beta1, beta2 = group["betas"]
+        adam_update(
+            p.data,
+            p.grad,
+            state["exp_avg"],
+            state["exp_avg_sq"],
+            state["step"],
+            group["lr"],
+            beta1,
+            beta2,
+            group["eps"],
+            group["weight_decay"],
+            self.decoupled,
+            work,
+        )
 
 
-class Schedule:
-    """Sets ``optimizer.lr = base_lr * factor(t)`` after each ``step()``; ``t`` starts at 0."""
+class AdamW(Adam):
+    """Adam with decoupled weight decay (``torch.optim.AdamW``, Loshchilov & Hutter): the
+    parameter shrinks by ``lr * weight_decay`` each step instead of an L2 term in the
+    gradient. Default weight_decay 0.01, as torch's."""
 
-    def __init__(self, optimizer: Optimizer):
-        self.optimizer = optimizer
-        self.base_lr = optimizer.lr
-        self.t = 0
+    decoupled = True
 
-    def factor(self, t: int) -> float:
-        raise NotImplementedError
-
-    def lr_at(self, t: int) -> float:
-        return self.base_lr * self.factor(t)
-
-    def step(self) -> None:
-        self.t += 1
-        self.optimizer.lr = self.lr_at(self.t)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {"t": np.array(self.t, dtype=np.int64), "base_lr": np.array(self.base_lr)}
-
-    def load_state_dict(self, state: dict) -> None:
-        missing = {"t", "base_lr"} - set(state)
-        if missing:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: missing {sorted(missing)}")
-        self.t = int(state["t"])
-        self.base_lr = float(state["base_lr"])
-        self.optimizer.lr = self.lr_at(self.t)
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ):
+        super().__init__(params, lr, betas, eps, weight_decay)
 
 
-class ConstantSchedule(Schedule):
-    """lr stays at its initial value."""
-
-    def factor(self, t: int) -> float:
-        return 1.0
-
-
-class StepSchedule(Schedule):
-    """lr = base_lr * gamma ** (t // step_size) (``torch.optim.lr_scheduler.StepLR``)."""
-
-    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
-        if step_size < 1:
-            raise ValueError(f"StepSchedule: step_size must be positive, got {step_size}")
-        super().__init__(optimizer)
-        self.step_size, self.gamma = step_size, gamma
-
-    def factor(self, t: int) -> float:
-        return self.gamma ** (t // self.step_size)
-
-
-class CosineSchedule(Schedule):
-    """lr = min_lr + (base_lr - min_lr) * (1 + cos(pi * t / total_steps)) / 2, held at
-    ``min_lr`` after ``total_steps`` (``CosineAnnealingLR``'s closed form)."""
-
-    def __init__(self, optimizer: Optimizer, total_steps: int, min_lr: float = 0.0):
-        if total_steps < 1:
-            raise ValueError(f"CosineSchedule: total_steps must be positive, got {total_steps}")
-        super().__init__(optimizer)
-        self.total_steps, self.min_lr = total_steps, min_lr
-
-    def lr_at(self, t: int) -> float:
-        progress = min(t, self.total_steps) / self.total_steps
-        return self.min_lr + (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress)) / 2
-
-
-class PolySchedule(Schedule):
-    """lr = base_lr * (1 - t / total_steps) ** power, 0 after ``total_steps`` (the "poly"
-    policy of DeepLab and the FCN follow-ups; ``PolynomialLR``)."""
-
-    def __init__(self, optimizer: Optimizer, total_steps: int, power: float = 0.9):
-        if total_steps < 1:
-            raise ValueError(f"PolySchedule: total_steps must be positive, got {total_steps}")
-        super().__init__(optimizer)
-        self.total_steps, self.power = total_steps, power
-
-    def factor(self, t: int) -> float:
-        return (1 - min(t, self.total_steps) / self.total_steps) ** self.power
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "ConstantSchedule",
+    "CosineSchedule",
+    "Optimizer",
+    "PolySchedule",
+    "Schedule",
+    "StepSchedule",
+    "adam_update",
+    "sgd_update",
+]

@@ -54,14 +54,23 @@ OPTIMISERS = {
         {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 1e-2},
         {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 1e-2},
     ),
+    "adamw": ({"lr": 1e-2}, {"lr": 1e-2}),
+    "adamw-wd-betas": (
+        {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+        {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+    ),
 }
+
+
+def _kind(name):
+    return {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}[name.split("-")[0]]
 
 
 @pytest.mark.torch
 @pytest.mark.parametrize("name", list(OPTIMISERS))
 def test_matches_torch_step_by_step(name, torch):
     ours_kw, torch_kw = OPTIMISERS[name]
-    kind = "SGD" if name.startswith("sgd") else "Adam"
+    kind = _kind(name)
     params = _params()
     theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in params]
     ours_opt = getattr(optim, kind)(params, **ours_kw)
@@ -84,7 +93,7 @@ def test_matches_torch_step_by_step(name, torch):
 @pytest.mark.parametrize("name", list(OPTIMISERS))
 def test_state_dict_round_trip_through_npz(name, tmp_path):
     ours_kw, _ = OPTIMISERS[name]
-    kind = getattr(optim, "SGD" if name.startswith("sgd") else "Adam")
+    kind = getattr(optim, _kind(name))
     straight = _params()
     opt = kind(straight, **ours_kw)
     _run_ours(opt, straight, 3)
@@ -130,13 +139,18 @@ def test_load_state_dict_errors():
     _run_ours(opt, params, 1)
     state = opt.state_dict()
     with pytest.raises(ValueError, match=r"'exp_avg.0' has shape \(3, 2, 3, 3\)"):
-        optim.Adam([Tensor(np.zeros((2, 2)), requires_grad=True)] * 3).load_state_dict(state)
-    with pytest.raises(ValueError, match="has 1 parameters"):
+        optim.Adam(
+            [Tensor(np.zeros((2, 2)), requires_grad=True) for _ in range(3)]
+        ).load_state_dict(state)
+    with pytest.raises(ValueError, match="group 0 has 3 parameters in the state, but"):
         optim.Adam(params[:1]).load_state_dict(state)
-    with pytest.raises(KeyError, match="momentum"):
+    with pytest.raises(KeyError, match="missing entries \\['group0.momentum'"):
         optim.SGD(params, lr=0.1).load_state_dict(state)
-    with pytest.raises(KeyError, match="unexpected entry 'beta1'"):
-        optim.SGD(params, lr=0.1).load_state_dict({**state, "momentum": 0.0, "nesterov": False})
+    sgd_state = {**state, "group0.momentum": 0.0, "group0.nesterov": False}
+    with pytest.raises(KeyError, match="unexpected entry 'group0.betas'"):
+        optim.SGD(params, lr=0.1).load_state_dict(sgd_state)
+    with pytest.raises(ValueError, match="entry 'group1.lr' is for a group"):
+        optim.Adam(params).load_state_dict({**state, "group1.lr": 0.1})
 
 
 @pytest.mark.parametrize(
@@ -202,11 +216,132 @@ def test_schedule_closed_forms_and_round_trip():
     opt2 = optim.SGD(_params(), lr=7.0)
     restored = optim.CosineSchedule(opt2, total_steps=4)
     restored.load_state_dict(cosine.state_dict())
-    assert restored.t == 6 and restored.base_lr == 1.0 and opt2.lr == opt.lr
+    assert restored.t == 6 and restored.base_lrs == [1.0] and opt2.lr == opt.lr
     constant = optim.ConstantSchedule(opt2)
     constant.step()
     assert opt2.lr == opt.lr
     poly = optim.PolySchedule(optim.SGD(_params(), lr=2.0), total_steps=10, power=2)
     assert poly.lr_at(5) == pytest.approx(2.0 * 0.25) and poly.lr_at(12) == 0.0
-    with pytest.raises(KeyError, match="base_lr"):
+    with pytest.raises(KeyError, match="base_lrs"):
         poly.load_state_dict({"t": 1})
+
+
+# ---- parameter groups and warm-up ----------------------------------------------------------
+
+
+def _fcn_groups(params, lr):
+    """The FCN recipe: parameter 1 (a bias) at twice the lr and without weight decay."""
+    return [
+        {"params": [params[0], params[2]]},
+        {"params": [params[1]], "lr": 2 * lr, "weight_decay": 0.0},
+    ]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("kind", ["SGD", "Adam", "AdamW"])
+def test_parameter_groups_match_torch_with_a_schedule(kind, torch):
+    """Groups with their own lr and weight decay, a warm-up then poly decay, and a change of
+    one group's lr by hand between steps: parameters and lrs follow torch step by step."""
+    extra = {"momentum": 0.9} if kind == "SGD" else {}
+    params = _params()
+    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in params]
+    ours_opt = getattr(optim, kind)(_fcn_groups(params, 0.01), lr=0.01, weight_decay=0.05, **extra)
+    their_opt = getattr(torch.optim, kind)(
+        _fcn_groups(theirs, 0.01), lr=0.01, weight_decay=0.05, **extra
+    )
+    assert [len(g["params"]) for g in ours_opt.param_groups] == [2, 1]
+    assert ours_opt.param_groups[1]["weight_decay"] == 0.0
+    assert ours_opt.param_groups[0]["weight_decay"] == 0.05
+    schedule = optim.PolySchedule(ours_opt, total_steps=8, power=0.9, warmup_steps=3)
+    lr_sched = torch.optim.lr_scheduler
+    their_schedule = lr_sched.SequentialLR(
+        their_opt,
+        [
+            lr_sched.LinearLR(their_opt, start_factor=0.1, total_iters=3),
+            lr_sched.PolynomialLR(their_opt, total_iters=5, power=0.9),
+        ],
+        milestones=[3],
+    )
+    for step in range(8):
+        for p, g in zip(params, _grads(step, params), strict=True):
+            p.grad = g
+        for p, g in zip(theirs, _grads(step, theirs), strict=True):
+            p.grad = None if g is None else torch.from_numpy(g)
+        ours_opt.step()
+        their_opt.step()
+        for i, (a, b) in enumerate(zip(params, theirs, strict=True)):
+            np.testing.assert_allclose(
+                a.data, b.detach().numpy(), rtol=RTOL, atol=ATOL, err_msg=f"step {step}, param {i}"
+            )
+        schedule.step()
+        their_schedule.step()
+        for ours_g, their_g in zip(ours_opt.param_groups, their_opt.param_groups, strict=True):
+            assert ours_g["lr"] == pytest.approx(their_g["lr"], rel=1e-12, abs=1e-15)
+        ours_opt.zero_grad()
+        their_opt.zero_grad()
+    assert ours_opt.param_groups[1]["lr"] == 0.0  # the poly schedule has run out
+    ours_opt.param_groups[0]["lr"] = their_opt.param_groups[0]["lr"] = 0.003  # by hand
+    for p, g in zip(params, _grads(9, params), strict=True):
+        p.grad = g
+    for p, g in zip(theirs, _grads(9, theirs), strict=True):
+        p.grad = None if g is None else torch.from_numpy(g)
+    ours_opt.step()
+    their_opt.step()
+    for a, b in zip(params, theirs, strict=True):
+        np.testing.assert_allclose(a.data, b.detach().numpy(), rtol=RTOL, atol=ATOL)
+
+
+def test_groups_round_trip_and_freeze_with_lr_zero(tmp_path):
+    params = _params()
+    opt = optim.AdamW(_fcn_groups(params, 0.01), lr=0.01)
+    _run_ours(opt, params, 2)
+    np.savez(tmp_path / "opt.npz", **opt.state_dict())
+    with np.load(tmp_path / "opt.npz", allow_pickle=False) as f:
+        state = dict(f)
+    copies = [Tensor(p.data.copy(), requires_grad=True) for p in params]
+    restored = optim.AdamW(_fcn_groups(copies, 5.0), lr=5.0)
+    restored.load_state_dict(state)
+    assert [g["lr"] for g in restored.param_groups] == [0.01, 0.02]
+    assert restored.param_groups[0]["betas"] == (0.9, 0.999)
+    _run_ours(opt, params, 2, start=2)
+    _run_ours(restored, copies, 2, start=2)
+    for a, b in zip(params, copies, strict=True):
+        assert np.array_equal(a.data, b.data)
+    with pytest.raises(ValueError, match="group 0 has 2 parameters in the state, but"):
+        optim.AdamW([{"params": copies[:1]}, {"params": copies[1:]}]).load_state_dict(state)
+
+
+def test_warmup_closed_form():
+    opt = optim.SGD(_params(), lr=1.0)
+    schedule = optim.ConstantSchedule(opt, warmup_steps=4, warmup_start=0.2)
+    lrs = [opt.lr]
+    for _ in range(6):
+        schedule.step()
+        lrs.append(opt.lr)
+    assert lrs == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "groups, match",
+    [
+        ([{"params": []}], "parameter group 0 has no parameters"),
+        ([{"params": [0]}, {"params": [1], "learning_rate": 0.1}], "group 1 has unknown keys"),
+        ([{"params": [0]}, {"params": [0]}], "a parameter appears twice"),
+        ([{"params": [0], "lr": -0.1}], "group 0: lr must be >= 0, got -0.1"),
+        ([{"params": [0], "momentum": 0.9}], "unknown keys \\['momentum'\\]"),
+    ],
+    ids=["empty-group", "unknown-key", "twice", "negative-lr", "sgd-key-on-adam"],
+)
+def test_bad_groups(groups, match):
+    params = _params()
+    groups = [{**g, "params": [params[i] for i in g["params"]]} for g in groups]
+    with pytest.raises(ValueError, match=match):
+        optim.Adam(groups, lr=0.1)
+
+
+def test_bad_warmup():
+    opt = optim.SGD(_params(), lr=1.0)
+    with pytest.raises(ValueError, match="PolySchedule: warmup_steps \\(10\\) must be fewer"):
+        optim.PolySchedule(opt, total_steps=10, warmup_steps=10)
+    with pytest.raises(ValueError, match="warmup_start must be in \\(0, 1\\], got 0"):
+        optim.ConstantSchedule(opt, warmup_steps=2, warmup_start=0)
