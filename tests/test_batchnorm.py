@@ -220,3 +220,16 @@ def test_bad_input():
                 "1.num_batches_tracked": np.zeros((), np.int64),
             }
         )
+
+
+def test_only_registered_arrays_are_buffers():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.constant = np.ones(2)  # a plain attribute: not saved
+            self.register_buffer("count", np.zeros((), np.int64))
+
+    m = Scaled()
+    assert list(m.state_dict()) == ["count"] and [n for n, _ in m.named_buffers()] == ["count"]
+    with pytest.raises(TypeError, match="register_buffer: 'count' must be a numpy or cupy array"):
+        m.register_buffer("count", 3)

@@ -1,13 +1,14 @@
 """Module: parameters, buffers and sub-modules found from attributes; state dicts, modes,
 devices.
 
-A module's parameters are the ``Tensor`` attributes it holds, its buffers the array
-attributes (numpy or cupy: state that is saved and moved but not trained, such as
-BatchNorm's running statistics), its children the ``Module`` attributes, all in the order
-they were first assigned (a class's ``__init__`` order). There is no registration step:
-``self.weight = Tensor(..., requires_grad=True)`` makes a parameter,
-``self.running_mean = np.zeros(C)`` a buffer, ``self.conv1 = Conv2d(...)`` a child. Lists
-of modules are not searched; use ``ModuleList`` or ``Sequential``. A frozen parameter
+A module's parameters are the ``Tensor`` attributes it holds, its children the ``Module``
+attributes, both in the order they were first assigned (a class's ``__init__`` order).
+There is no registration step for them: ``self.weight = Tensor(..., requires_grad=True)``
+makes a parameter, ``self.conv1 = Conv2d(...)`` a child. Buffers, state that is saved and
+moved but not trained (BatchNorm's running statistics), are arrays named with
+``self.register_buffer("running_mean", np.zeros(C))`` as in torch: other array attributes
+(constants, caches) stay out of state dicts. Lists of modules are not searched; use
+``ModuleList`` or ``Sequential``. A frozen parameter
 (``requires_grad=False``, e.g. a fixed bilinear upsampling kernel) is still a parameter:
 it is saved and loaded, and optimisers skip it.
 """
@@ -47,6 +48,19 @@ class Module:
 
     def __init__(self) -> None:
         self.training = True
+        self._buffer_names: list[str] = []
+
+    def register_buffer(self, name: str, array) -> None:
+        """Hold ``array`` (numpy or cupy) as attribute ``name``, saved in ``state_dict``,
+        loaded in place and moved by ``to``."""
+        if not _is_array(array):
+            raise TypeError(
+                f"{type(self).__name__}.register_buffer: {name!r} must be a numpy or cupy "
+                f"array, got {type(array).__name__}"
+            )
+        setattr(self, name, array)
+        if name not in self._buffer_names:
+            self._buffer_names.append(name)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__}: forward is not defined")
@@ -111,10 +125,10 @@ class Module:
             yield p
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, object]]:
-        """All buffers (array attributes) in attribute order, dotted names."""
+        """All buffers (see ``register_buffer``) in attribute order, dotted names."""
         for name, value in self._attributes():
             full = f"{prefix}.{name}" if prefix else name
-            if _is_array(value):
+            if name in self._buffer_names:
                 yield full, value
             elif isinstance(value, Module):
                 yield from value.named_buffers(full)
@@ -204,9 +218,8 @@ class Module:
             if p.grad is not None:
                 p.grad = to_device(p.grad, device)
         for module in self.modules():
-            for name, value in list(vars(module).items()):
-                if _is_array(value):
-                    setattr(module, name, to_device(value, device))
+            for name in module._buffer_names:
+                setattr(module, name, to_device(getattr(module, name), device))
         return self
 
     def zero_grad(self) -> None:

@@ -42,9 +42,9 @@ class BatchNorm2d(Module):
         self.affine = bool(affine)
         self.weight = Tensor(np.ones(C, dtype), requires_grad=True) if affine else None  # (C,)
         self.bias = Tensor(np.zeros(C, dtype), requires_grad=True) if affine else None  # (C,)
-        self.running_mean = np.zeros(C, dtype)  # (C,)
-        self.running_var = np.ones(C, dtype)  # (C,)
-        self.num_batches_tracked = np.zeros((), np.int64)
+        self.register_buffer("running_mean", np.zeros(C, dtype))  # (C,)
+        self.register_buffer("running_var", np.ones(C, dtype))  # (C,)
+        self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
 
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) != 4 or x.shape[1] != self.num_features:
