@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from fcn_scratch import __version__
 from fcn_scratch.device import DeviceError
 
 COMMANDS = {
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"fcn-scratch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

@@ -59,8 +59,9 @@ class Schedule:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = self.lr_at(self.t, base)
 
-    def step(self) -> None:
-        self.t += 1
+    def step(self, t: int | None = None) -> None:
+        """Advance one step, or to step ``t`` (a run on a time budget counts its own ticks)."""
+        self.t = self.t + 1 if t is None else int(t)
         self._apply()
 
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -118,7 +118,8 @@ def test_short_run_loss_falls_and_history_is_complete():
 
 def test_train_command_writes_its_outputs(tmp_path):
     assert main(["train", *TINY_FLAGS, "--epochs", "1", "--out", str(tmp_path)]) == 0
-    names = {"checkpoint.npz", "metrics.json", "learning_curves.png", "predictions.png"}
+    names = {"checkpoint.npz", "best.npz", "log.csv", "metrics.json"}
+    names |= {"learning_curves.png", "predictions.png"}
     assert set(os.listdir(tmp_path)) == names
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou"):

@@ -1,11 +1,13 @@
 """``fcn-scratch train``: train a segmentation model and write its results to --out.
 
 With no options it trains FCN-8s on synthetic shapes for a few minutes on a laptop CPU
-(the README's Results section gives the metrics it reaches). --resume continues a saved
-run (Ctrl-C saves one).
+(the README's Results section gives the metrics it reaches). With --data DIR, the fields
+not given come from ``FOLDER_DEFAULTS`` instead. --config FILE.json reads a TrainConfig
+(options given here override it). --resume continues a saved run (Ctrl-C saves one).
 """
 
 import argparse
+import json
 import os
 
 from fcn_scratch.commands.options import (
@@ -28,25 +30,44 @@ from fcn_scratch.train import (
 )
 from fcn_scratch.train.config import (
     CLASS_WEIGHTS,
+    FOLDER_DEFAULTS,
     MAX_SEED,
     MIN_IMAGE_SIZE,
     MODELS,
     OPTIMIZERS,
     SCHEDULES,
 )
+from fcn_scratch.train.trainer import RESUMABLE
 
-# Options that may differ from the checkpoint's when resuming.
-RESUMABLE = ("epochs", "out", "device")
 # (option, config field, argparse keywords); every default comes from TrainConfig.
 OPTIONS = [
     ("--model", "model", {"choices": MODELS}),
     ("--epochs", "epochs", {"type": int_at_least(1)}),
+    (
+        "--max-time",
+        "max_time",
+        {
+            "type": float_in(0.0, low_open=True),
+            "metavar": "SECONDS",
+            "help": "train for this wall-clock time instead of --epochs",
+        },
+    ),
     ("--batch-size", "batch_size", {"type": int_at_least(1)}),
     ("--lr", "lr", {"type": float_in(0.0, low_open=True), "help": "learning rate"}),
     ("--optimizer", "optimizer", {"choices": OPTIMIZERS}),
     ("--momentum", "momentum", {"type": float_in(0.0, 1.0), "help": "SGD momentum"}),
     ("--weight-decay", "weight_decay", {"type": float_in(0.0)}),
     ("--schedule", "schedule", {"choices": SCHEDULES, "help": "learning-rate schedule"}),
+    (
+        "--warmup",
+        "warmup",
+        {"type": float_in(0.0, 1.0), "help": "fraction of the run with a linear lr warm-up"},
+    ),
+    (
+        "--augment",
+        "augment",
+        {"action": argparse.BooleanOptionalAction, "help": "random left-right flips"},
+    ),
     ("--class-weights", "class_weights", {"choices": CLASS_WEIGHTS}),
     ("--image-size", "image_size", {"type": int_at_least(MIN_IMAGE_SIZE)}),
     ("--train-size", "train_size", {"type": int_at_least(1), "help": "training images"}),
@@ -120,6 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     add_device(parser, default=None)
     add_threads(parser)
+    parser.add_argument(
+        "--config", metavar="FILE.json", help="a TrainConfig as JSON; options given here win"
+    )
     parser.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT")
     parser.add_argument(
         "--init-from",
@@ -135,8 +159,32 @@ def given(args) -> dict:
     return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
 
 
+def read_config(path: str) -> dict:
+    """The fields of a TrainConfig JSON file, checked (unknown fields, wrong types)."""
+    try:
+        with open(path) as f:
+            fields = json.load(f)
+    except OSError as err:
+        raise ValueError(f"--config {path}: cannot read it: {err.strerror}") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config {path}: not valid JSON: {err}") from err
+    try:
+        TrainConfig.from_dict(fields)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--config {path}: {err}") from err
+    return fields
+
+
+def build_config(args) -> TrainConfig:
+    """Defaults, then FOLDER_DEFAULTS when training on a folder, then the --config file's
+    fields, then the options given on the command line."""
+    fields = {**(read_config(args.config) if args.config else {}), **given(args)}
+    if fields.get("data") is not None:
+        fields = {**FOLDER_DEFAULTS, **fields}
+    return TrainConfig.from_dict(fields).validate()
+
+
 def build_trainer(args) -> Trainer:
-    options = given(args)
     progress = not args.no_progress
     if args.resume is not None and args.init_from is not None:
         raise ValueError("--resume and --init-from exclude each other")
@@ -147,13 +195,15 @@ def build_trainer(args) -> Trainer:
         setup.init_weights(trainer.model, ckpt, trainer.class_names)
         return trainer
     if args.resume is None:
-        return Trainer(TrainConfig(**options).validate(), progress=progress)
+        return Trainer(build_config(args), progress=progress)
+    options = given(args)
     fixed = {k: v for k, v in options.items() if k not in RESUMABLE}
-    if fixed:
-        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+    if fixed or args.config:
+        flags = ", ".join("--" + k.replace("_", "-") for k in fixed) or "--config"
+        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
         raise ValueError(
-            f"--resume continues the saved run's configuration; only --epochs, "
-            f"--out and --device may be given with it, got {flags}"
+            f"--resume continues the saved run's configuration; only {allowed} may be "
+            f"given with it, got {flags}"
         )
     return Trainer.resume(args.resume, progress=progress, **options)
 

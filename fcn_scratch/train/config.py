@@ -10,6 +10,8 @@ field, what it expected and what it got.
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 
 from fcn_scratch.device import DEVICES
@@ -34,6 +36,8 @@ FCN_KWARGS = (
 UNPOOL_KWARGS = ("score_init",)
 SHAPES_KWARGS = ("kinds", "min_shapes", "max_shapes", "radius", "noise", "texture")
 MIN_IMAGE_SIZE = 32  # the models' total stride: pool5 needs one whole cell of the image
+# ``fcn-scratch train --data DIR``: the fields not given on the command line or in --config.
+FOLDER_DEFAULTS = {"augment": True, "warmup": 0.02}
 
 
 @dataclass
@@ -55,6 +59,12 @@ class TrainConfig:
     then most ids below it must occur). With ``fresh_data`` every epoch draws new images
     (seeded by seed and epoch): the model never sees one twice and cannot memorise the
     training set.
+
+    Recipe: ``max_time`` (seconds) replaces ``epochs`` by a wall-clock budget, over which
+    the learning-rate schedule then runs; ``warmup`` is the fraction of the run whose lr
+    ramps up linearly first; ``augment`` flips training images left-right at random.
+    ``FOLDER_DEFAULTS`` are what ``fcn-scratch train --data DIR`` uses for the fields
+    not given.
     """
 
     model: str = "fcn8s"
@@ -81,6 +91,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     out: str | None = "runs/default"
+    max_time: float | None = None
+    warmup: float = 0.0
+    augment: bool = False
     model_kwargs: dict = field(default_factory=dict)  # more build_model options
     shapes_kwargs: dict = field(default_factory=dict)  # more ShapesDataset options
 
@@ -129,6 +142,14 @@ class TrainConfig:
                 stage_values("TrainConfig", name, getattr(self, name))
         if self.fc_width is not None:
             _at_least("fc_width", self.fc_width, 1)
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(
+                f"TrainConfig: max_time must be a positive number of seconds, got {self.max_time!r}"
+            )
+        if not 0 <= self.warmup < 1:
+            raise ValueError(
+                f"TrainConfig: warmup must be a fraction in [0, 1), got {self.warmup!r}"
+            )
         return self
 
     def model_options(self) -> dict:
@@ -157,16 +178,54 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """The config ``to_dict`` gave; unknown keys are an error (a file from elsewhere)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        """The config ``to_dict`` gave (or a JSON file holds); unknown keys and values of the
+        wrong type are errors naming the field."""
+        if not isinstance(d, dict):
+            raise ValueError(
+                f"TrainConfig: expected a JSON object of fields, got {type(d).__name__}"
+            )
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(types))
         if unknown:
-            raise ValueError(f"TrainConfig: unknown fields {unknown}")
+            raise ValueError(f"TrainConfig: unknown fields {unknown}; known: {sorted(types)}")
+        for name, value in d.items():
+            if not _has_type(value, types[name]):
+                raise ValueError(
+                    f"TrainConfig: {name} must be {_type_name(types[name])}, got {value!r}"
+                )
         d = dict(d)
         for key in ("widths", "convs_per_stage"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+
+def _has_type(value, annotation) -> bool:
+    """Whether a JSON value fits a field's annotation (int, float, bool, str, dict,
+    tuple[int, ...] as a list, and unions with None)."""
+    if isinstance(annotation, types.UnionType):
+        return any(_has_type(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if typing.get_origin(annotation) is tuple:
+        return isinstance(value, (list, tuple)) and all(_has_type(v, int) for v in value)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation) -> str:
+    if isinstance(annotation, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if typing.get_origin(annotation) is tuple:
+        return "a list of ints"
+    return {int: "an int", float: "a number", bool: "true or false", str: "a string"}.get(
+        annotation, "an object"
+    )
 
 
 def _choice(name: str, value, choices) -> None:

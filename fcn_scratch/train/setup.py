@@ -18,7 +18,7 @@ from fcn_scratch.train.config import TrainConfig
 
 def split_seed(seed: int, *keys: int) -> int:
     """Independent seeds for the training (keys 0), held-out (1) and epoch e's fresh
-    training data (2, e)."""
+    training data (2, e), and step s's augmentation (3, s)."""
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
@@ -135,16 +135,35 @@ def make_optimizer(config: TrainConfig, model):
     return optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+# A run on a time budget (``max_time``) counts its schedule in ticks of 1/TIME_TICKS of it.
+TIME_TICKS = 10_000
+
+
 def make_schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
-    """A per-step learning-rate schedule over the whole run."""
-    total = config.epochs * steps_per_epoch
+    """A per-step learning-rate schedule over the whole run (in steps, or in ticks of the
+    time budget), after a linear warm-up over ``config.warmup`` of it."""
+    total = TIME_TICKS if config.max_time is not None else config.epochs * steps_per_epoch
+    warmup = {"warmup_steps": min(int(config.warmup * total), total - 1)}
     if config.schedule == "cosine":
-        return optim.CosineSchedule(optimizer, total_steps=total)
+        return optim.CosineSchedule(optimizer, total_steps=total, **warmup)
     if config.schedule == "poly":
-        return optim.PolySchedule(optimizer, total_steps=total, power=0.9)
+        return optim.PolySchedule(optimizer, total_steps=total, power=0.9, **warmup)
     if config.schedule == "step":
-        return optim.StepSchedule(optimizer, step_size=max(1, total // 3), gamma=0.1)
-    return optim.ConstantSchedule(optimizer)
+        return optim.StepSchedule(optimizer, step_size=max(1, total // 3), gamma=0.1, **warmup)
+    return optim.ConstantSchedule(optimizer, **warmup)
+
+
+def augment(config: TrainConfig, x: np.ndarray, y: np.ndarray, step: int):
+    """With ``config.augment``, flip each image of a batch (and its labels) left-right with
+    probability 1/2, seeded by the run's seed and the step (so a resumed run flips alike).
+    x: (B, 3, H, W), y: (B, H, W)."""
+    if not config.augment:
+        return x, y
+    flip = np.random.default_rng(split_seed(config.seed, 3, step)).random(len(x)) < 0.5
+    x, y = x.copy(), y.copy()
+    x[flip] = x[flip, :, :, ::-1]
+    y[flip] = y[flip, :, ::-1]
+    return x, y
 
 
 def class_weights(config: TrainConfig, labels, num_classes: int):

@@ -5,10 +5,13 @@
     trainer.history                    # per-epoch records and per-step losses
 
 Each epoch ends with an evaluation on the held-out set and, when ``config.out`` is set, a
-checkpoint (``out/checkpoint.npz``). A run restored with ``Trainer.resume(path)`` continues
-exactly where the checkpoint stood: weights, optimiser moments, schedule, the data order
-and position, and the dropout generator are all restored, so on the CPU it ends with the
-same bits as a run that was never stopped.
+checkpoint (``out/checkpoint.npz``), ``out/best.npz`` whenever the held-out mean IU is the
+best so far, and ``out/log.csv`` with one row per epoch. With ``config.max_time`` the run
+trains until that many seconds have passed (the learning-rate schedule spans the time,
+not a number of epochs), then evaluates and saves as after any epoch. A run restored
+with ``Trainer.resume(path)`` continues exactly where the checkpoint stood: weights,
+optimiser moments, schedule, the data order and position, and the dropout generator are
+all restored, so on the CPU it ends with the same bits as a run that was never stopped.
 
 Ctrl-C is held back while a step is applied and while an epoch is evaluated and recorded,
 so the state only ever moves from one finished step (or recorded epoch) to the next; an
@@ -32,6 +35,7 @@ from fcn_scratch.parallel import Lanes, lane_count
 from fcn_scratch.train import setup
 from fcn_scratch.train.checkpoint import (
     CheckpointError,
+    atomic_write,
     load_checkpoint,
     load_model_state,
     save_checkpoint,
@@ -41,7 +45,23 @@ from fcn_scratch.train.evaluation import evaluate
 from fcn_scratch.train.fresh import FreshShapes
 from fcn_scratch.train.interrupts import deferred_interrupts
 
+# Options that may differ from the checkpoint's when resuming.
+RESUMABLE = ("epochs", "max_time", "out", "device")
 CHECKPOINT_NAME = "checkpoint.npz"
+BEST_NAME = "best.npz"
+LOG_NAME = "log.csv"
+LOG_COLUMNS = (
+    ("epoch", "epoch"),
+    ("step", "step"),
+    ("lr", "lr"),
+    ("loss", "train_loss"),
+    ("held_out_loss", "loss"),
+    ("pixel_acc", "pixel_acc"),
+    ("mean_acc", "mean_acc"),
+    ("mean_iou", "mean_iou"),
+    ("fw_iou", "fw_iou"),
+    ("seconds", "elapsed_s"),
+)  # (column of log.csv, key of the epoch record)
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,6 +94,7 @@ class Trainer:
         self._data_epoch = 0  # the epoch whose images the loader holds
         self.loader = DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed)
         self.schedule = setup.make_schedule(config, self.optimizer, len(self.loader))
+        self.best_mean_iou: float | None = None
         weight = setup.class_weights(config, train_set.labels, len(self.class_names))
         self.host_weight = weight  # (K,) float32 or None
         self.weight = None if weight is None else to_device(weight, config.device)
@@ -112,6 +133,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "history": self.history,
             "metrics": self.metrics,
+            "best_mean_iou": self.best_mean_iou,
         }
         state = {
             "optimizer": self.optimizer.state_dict(),
@@ -123,14 +145,23 @@ class Trainer:
         save_checkpoint(path, self.model.state_dict(), self.config, meta, state)
         return path
 
+    def write_log(self) -> str:
+        """Write ``out/log.csv`` from the history: one row per epoch (atomically)."""
+        path = os.path.join(self.config.out, LOG_NAME)
+        lines = [",".join(column for column, _ in LOG_COLUMNS)]
+        for record in self.history["epochs"]:
+            lines.append(",".join(f"{record[key]:.6g}" for _, key in LOG_COLUMNS))
+        atomic_write(path, lambda f: f.write("\n".join(lines) + "\n"), mode="w")
+        return path
+
     @classmethod
     def resume(cls, path: str, progress: bool = True, **overrides) -> "Trainer":
         """The run saved at ``path``, ready to ``fit`` on. ``overrides`` may change
-        ``epochs`` (train longer), ``out`` and ``device``; nothing else. Without ``out``
-        the run goes on writing into the checkpoint's own folder (never into the ``out``
-        recorded inside the file)."""
+        ``epochs`` or ``max_time`` (train longer), ``out`` and ``device``; nothing else.
+        Without ``out`` the run goes on writing into the checkpoint's own folder (never
+        into the ``out`` recorded inside the file)."""
         ckpt = load_checkpoint(path)
-        allowed = {"epochs", "out", "device"}
+        allowed = set(RESUMABLE)
         if set(overrides) - allowed:
             raise ValueError(
                 f"Trainer.resume: only {sorted(allowed)} may change on resume, "
@@ -167,12 +198,21 @@ class Trainer:
         trainer.history = ckpt.meta["history"]
         trainer.metrics = trainer.history["epochs"][-1] if trainer.history["epochs"] else None
         trainer._committed = trainer._position()
+        trainer.best_mean_iou = ckpt.meta.get("best_mean_iou")
         return trainer
 
     # ---- training ------------------------------------------------------------------------
 
+    @property
+    def finished(self) -> bool:
+        """Whether the run is done: ``config.epochs`` epochs, or ``config.max_time`` seconds."""
+        if self.config.max_time is not None:
+            return self.elapsed >= self.config.max_time
+        return self.epoch >= self.config.epochs
+
     def fit(self) -> dict:
-        """Train until ``config.epochs`` epochs are done; return the held-out metrics.
+        """Train until ``config.epochs`` epochs are done (or ``config.max_time`` seconds have
+        passed); return the held-out metrics.
 
         Raises TrainingDiverged on a NaN/inf loss (the last checkpoint stays as it was) and
         TrainingInterrupted on Ctrl-C (after saving the state of the last finished step).
@@ -181,7 +221,7 @@ class Trainer:
         try:
             if self.checkpoint_path:
                 self.save()  # a last good checkpoint is in out/ from the start
-            while self.epoch < self.config.epochs:
+            while not self.finished:
                 self._train_epoch()
                 with deferred_interrupts():  # Ctrl-C waits until the epoch is recorded
                     self._end_epoch()
@@ -214,9 +254,13 @@ class Trainer:
         self.partial = _empty_partial()
         self._committed = self._position()
         if self.checkpoint_path:
+            if self.best_mean_iou is None or record["mean_iou"] > self.best_mean_iou:
+                self.best_mean_iou = record["mean_iou"]
+                self.save(os.path.join(self.config.out, BEST_NAME))
             self.save()
+            self.write_log()
         if self.progress:
-            tqdm.write(_describe(record, self.config.epochs))
+            tqdm.write(_describe(record, self.config))
 
     def _train_epoch(self) -> None:
         """The steps of one epoch (or the rest of one). A KeyboardInterrupt goes on to
@@ -229,7 +273,9 @@ class Trainer:
             total=total,
             initial=self.loader.position,
             disable=not self.progress,
-            desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            desc=f"epoch {self.epoch + 1}/{self.config.epochs}"
+            if self.config.max_time is None
+            else f"epoch {self.epoch + 1}",
             unit="batch",
             leave=False,
             dynamic_ncols=True,
@@ -237,21 +283,32 @@ class Trainer:
         try:
             for x, y in self.loader:
                 t0 = time.perf_counter()
-                loss, grads_ready = self.train_step(x, y)
+                loss, grads_ready = self.train_step(*setup.augment(self.config, x, y, self.step))
                 with deferred_interrupts():
                     if grads_ready:
                         self.optimizer.step()
-                    self.schedule.step()
                     self.step += 1
                     self._account(loss, len(x), time.perf_counter() - t0)
+                    self._advance_schedule()
                     self._committed = self._position()
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{loss:.4f}",
                     img_s=f"{self.partial['images'] / self.partial['seconds']:.1f}",
                 )
+                if self.config.max_time is not None and self.finished:
+                    break  # the time budget is spent: this epoch ends here
         finally:
             bar.close()
+
+    def _advance_schedule(self) -> None:
+        """One step of the schedule; on a time budget, to the tick of the time spent."""
+        if self.config.max_time is None:
+            self.schedule.step()
+            return
+        self._tick()
+        ticks = setup.TIME_TICKS * min(self.elapsed / self.config.max_time, 1.0)
+        self.schedule.step(t=int(ticks))
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
         """Forward and backward on one batch x: (B, 3, H, W), y: (B, H, W); returns the
@@ -338,9 +395,11 @@ def _empty_partial() -> dict:
     return {"loss_sum": 0.0, "batches": 0, "images": 0, "seconds": 0.0}
 
 
-def _describe(record: dict, epochs: int) -> str:
+def _describe(record: dict, config: TrainConfig) -> str:
+    of = f"/{config.epochs}" if config.max_time is None else ""
     return (
-        f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
+        f"epoch {record['epoch']}{of} ({record['elapsed_s']:.0f} s): "
+        f"train loss {record['train_loss']:.4f}, "
         f"held-out loss {record['loss']:.4f}, pixel acc {record['pixel_acc']:.4f}, "
         f"mean IU {record['mean_iou']:.4f}, {record['images_per_s']:.1f} img/s"
     )
