@@ -176,19 +176,23 @@ def test_buffers_state_dict_modes_and_apply():
 
 
 def test_checkpoint_keeps_buffers(tmp_path):
-    from fcn_scratch.train import TrainConfig
-    from fcn_scratch.train.checkpoint import load_checkpoint, save_checkpoint
+    """A run of the unpooling model (batch norm throughout) saves its running statistics;
+    the model rebuilt from the checkpoint has them, and evaluates the same."""
+    from fcn_scratch.train import TrainConfig, Trainer, evaluate, load_checkpoint
 
-    bn = nn.BatchNorm2d(3)
-    bn(Tensor(np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)))
-    path = str(tmp_path / "c.npz")
-    save_checkpoint(path, bn.state_dict(), TrainConfig(), {"class_names": []}, {})
-    loaded = load_checkpoint(path).model_state
-    other = nn.BatchNorm2d(3)
-    other.load_state_dict(loaded)
-    np.testing.assert_array_equal(other.running_mean, bn.running_mean)
-    np.testing.assert_array_equal(other.running_var, bn.running_var)
-    assert int(other.num_batches_tracked) == 1
+    config = TrainConfig(
+        model="unpool", widths=(4, 4, 8, 8, 8), batch_size=4, train_size=12, val_size=4,
+        image_size=32, epochs=1, out=str(tmp_path),
+    )  # fmt: skip
+    trainer = Trainer(config, progress=False)
+    trainer.fit()
+    rebuilt = load_checkpoint(str(tmp_path / "checkpoint.npz")).build_model()
+    ours = dict(trainer.model.named_buffers())
+    assert len(ours) == 3 * 2 * 8  # 3 per BatchNorm2d, one per conv: 8 down, 8 up
+    for name, value in rebuilt.named_buffers():
+        np.testing.assert_array_equal(value, ours[name], err_msg=name)
+    assert int(ours["encoder.conv1.1.num_batches_tracked"]) == 3  # 12 images, batch 4
+    assert evaluate(rebuilt, trainer.val_set) == evaluate(trainer.model, trainer.val_set)
 
 
 def test_bad_input():

@@ -131,6 +131,8 @@ def load_checkpoint(path: str) -> Checkpoint:
     if not model_state:
         raise CheckpointError(f"checkpoint {path}: holds no model weights ('model/...')")
     for name, value in model_state.items():
+        if value.dtype.kind == "i" and value.ndim == 0:
+            continue  # a counter among the buffers (BatchNorm's num_batches_tracked)
         if value.dtype.kind != "f" or not np.isfinite(value).all():
             raise CheckpointError(
                 f"checkpoint {path}: parameter {name!r} holds "
