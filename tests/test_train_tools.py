@@ -51,7 +51,7 @@ def test_config_file_with_command_line_overrides(tmp_path, capsys):
     "content, words",
     [
         ('{"epochs": 2, "learning_rate": 0.1}', "unknown fields ['learning_rate']"),
-        ('{"epochs": "2"}', "epochs must be an int, got '2'"),
+        ('{"epochs": "2"}', "epochs must be an int >= 1, got '2'"),
         ('{"lr": true}', "lr must be a number, got True"),
         ('{"widths": [4, 4.5, 8, 8, 8]}', "widths must be a list of ints or null"),
         ('{"epochs": 2,', "not valid JSON"),

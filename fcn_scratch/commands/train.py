@@ -169,7 +169,7 @@ def read_config(path: str) -> dict:
     except json.JSONDecodeError as err:
         raise ValueError(f"--config {path}: not valid JSON: {err}") from err
     try:
-        TrainConfig.from_dict(fields)
+        TrainConfig.from_dict(fields).validate()
     except (TypeError, ValueError) as err:
         raise ValueError(f"--config {path}: {err}") from err
     return fields

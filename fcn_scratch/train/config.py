@@ -125,6 +125,12 @@ class TrainConfig:
         model_kwargs = UNPOOL_KWARGS if self.model == "unpool" else FCN_KWARGS
         _options("model_kwargs", self.model_kwargs, model_kwargs)
         _options("shapes_kwargs", self.shapes_kwargs, SHAPES_KWARGS)
+        for f in dataclasses.fields(self):  # types first: the comparisons below need them
+            value = getattr(self, f.name)
+            if not _has_type(value, f.type):
+                raise ValueError(
+                    f"TrainConfig: {f.name} must be {_type_name(f.type)}, got {value!r}"
+                )
         if not self.lr > 0 or self.lr != self.lr:
             raise ValueError(f"TrainConfig: lr must be a positive number, got {self.lr!r}")
         if not 0 <= self.momentum < 1:
@@ -178,37 +184,32 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """The config ``to_dict`` gave (or a JSON file holds); unknown keys and values of the
-        wrong type are errors naming the field."""
+        """The config ``to_dict`` gave (or a JSON file holds); unknown keys are an error
+        (``validate`` then checks the values' types and ranges)."""
         if not isinstance(d, dict):
             raise ValueError(
                 f"TrainConfig: expected a JSON object of fields, got {type(d).__name__}"
             )
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(types))
+        known = sorted(f.name for f in dataclasses.fields(cls))
+        unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ValueError(f"TrainConfig: unknown fields {unknown}; known: {sorted(types)}")
-        for name, value in d.items():
-            if not _has_type(value, types[name]):
-                raise ValueError(
-                    f"TrainConfig: {name} must be {_type_name(types[name])}, got {value!r}"
-                )
+            raise ValueError(f"TrainConfig: unknown fields {unknown}; known: {known}")
         d = dict(d)
         for key in ("widths", "convs_per_stage"):
-            if d.get(key) is not None:
+            if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
         return cls(**d)
 
 
 def _has_type(value, annotation) -> bool:
-    """Whether a JSON value fits a field's annotation (int, float, bool, str, dict,
-    tuple[int, ...] as a list, and unions with None)."""
+    """Whether a value fits a field's annotation (int, float, bool, str, dict, a tuple of
+    ints, and unions with None)."""
     if isinstance(annotation, types.UnionType):
         return any(_has_type(value, a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
     if typing.get_origin(annotation) is tuple:
-        return isinstance(value, (list, tuple)) and all(_has_type(v, int) for v in value)
+        return isinstance(value, tuple) and all(_has_type(v, int) for v in value)
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is int:

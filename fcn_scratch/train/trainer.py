@@ -254,10 +254,12 @@ class Trainer:
         self.partial = _empty_partial()
         self._committed = self._position()
         if self.checkpoint_path:
-            if self.best_mean_iou is None or record["mean_iou"] > self.best_mean_iou:
+            improved = self.best_mean_iou is None or record["mean_iou"] > self.best_mean_iou
+            if improved:
                 self.best_mean_iou = record["mean_iou"]
-                self.save(os.path.join(self.config.out, BEST_NAME))
             self.save()
+            if improved:
+                self.save(os.path.join(self.config.out, BEST_NAME))
             self.write_log()
         if self.progress:
             tqdm.write(_describe(record, self.config))
