@@ -345,3 +345,37 @@ def test_bad_warmup():
         optim.PolySchedule(opt, total_steps=10, warmup_steps=10)
     with pytest.raises(ValueError, match="warmup_start must be in \\(0, 1\\], got 0"):
         optim.ConstantSchedule(opt, warmup_steps=2, warmup_start=0)
+
+
+WARMED_UP = {  # ours with 4 warm-up steps of 12; torch: LinearLR, then the schedule
+    "step": (
+        lambda o: optim.StepSchedule(o, step_size=3, gamma=0.5, warmup_steps=4),
+        lambda t, o: t.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5),
+    ),
+    "cosine": (
+        lambda o: optim.CosineSchedule(o, total_steps=12, min_lr=0.01, warmup_steps=4),
+        lambda t, o: t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=8, eta_min=0.01),
+    ),
+    "constant": (
+        lambda o: optim.ConstantSchedule(o, warmup_steps=4),
+        lambda t, o: t.optim.lr_scheduler.ConstantLR(o, factor=1.0),
+    ),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", list(WARMED_UP))
+def test_warmup_matches_torch_sequential_lr(name, torch):
+    ours_make, theirs_make = WARMED_UP[name]
+    opt = optim.SGD(_params(), lr=0.2)
+    schedule = ours_make(opt)
+    their_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+    lr_sched = torch.optim.lr_scheduler
+    warm = lr_sched.LinearLR(their_opt, start_factor=0.1, total_iters=4)
+    theirs = lr_sched.SequentialLR(their_opt, [warm, theirs_make(torch, their_opt)], [4])
+    assert opt.lr == pytest.approx(their_opt.param_groups[0]["lr"], rel=RTOL)
+    for _ in range(12):
+        their_opt.step()
+        theirs.step()
+        schedule.step()
+        assert opt.lr == pytest.approx(their_opt.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
