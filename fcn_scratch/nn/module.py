@@ -8,9 +8,9 @@ makes a parameter, ``self.conv1 = Conv2d(...)`` a child. Buffers, state that is 
 moved but not trained (BatchNorm's running statistics), are arrays named with
 ``self.register_buffer("running_mean", np.zeros(C))`` as in torch: other array attributes
 (constants, caches) stay out of state dicts. Lists of modules are not searched; use
-``ModuleList`` or ``Sequential``. A frozen parameter
-(``requires_grad=False``, e.g. a fixed bilinear upsampling kernel) is still a parameter:
-it is saved and loaded, and optimisers skip it.
+``ModuleList`` or ``Sequential``. A frozen parameter (``requires_grad=False``, e.g. a fixed
+bilinear upsampling kernel) is still a parameter: it is saved and loaded, and optimisers
+skip it.
 """
 
 from collections.abc import Callable, Iterable, Iterator
