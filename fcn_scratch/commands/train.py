@@ -175,27 +175,29 @@ def read_config(path: str) -> dict:
     return fields
 
 
-def build_config(args) -> TrainConfig:
-    """Defaults, then FOLDER_DEFAULTS when training on a folder, then the --config file's
-    fields, then the options given on the command line."""
+def config_fields(args) -> dict:
+    """The fields of a new run that differ from TrainConfig's defaults: FOLDER_DEFAULTS when
+    training on a folder, overridden by the --config file's fields, overridden by the
+    options given on the command line."""
     fields = {**(read_config(args.config) if args.config else {}), **given(args)}
     if fields.get("data") is not None:
         fields = {**FOLDER_DEFAULTS, **fields}
-    return TrainConfig.from_dict(fields).validate()
+    return fields
 
 
 def build_trainer(args) -> Trainer:
     progress = not args.no_progress
     if args.resume is not None and args.init_from is not None:
         raise ValueError("--resume and --init-from exclude each other")
-    if args.init_from is not None:
+    if args.resume is None:
+        fields = config_fields(args)
+        if args.init_from is None:
+            return Trainer(TrainConfig.from_dict(fields).validate(), progress=progress)
         ckpt = load_checkpoint(args.init_from)
-        config = TrainConfig(**setup.with_architecture_of(ckpt, options)).validate()
+        config = TrainConfig(**setup.with_architecture_of(ckpt, fields)).validate()
         trainer = Trainer(config, progress=progress)
         setup.init_weights(trainer.model, ckpt, trainer.class_names)
         return trainer
-    if args.resume is None:
-        return Trainer(build_config(args), progress=progress)
     options = given(args)
     fixed = {k: v for k, v in options.items() if k not in RESUMABLE}
     if fixed or args.config:
