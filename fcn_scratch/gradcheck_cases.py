@@ -15,6 +15,7 @@ import numpy as np
 
 from fcn_scratch import functional as F
 from fcn_scratch.autograd import Tensor
+from fcn_scratch.device import array_module
 from fcn_scratch.gradcheck import GradcheckResult, gradcheck
 
 
@@ -116,7 +117,8 @@ def _bn_case(shape, training, affine):
     running = np.linspace(-0.5, 0.5, c), np.linspace(0.5, 2.0, c)  # eval's constants
 
     def fn(x, *wb):
-        mean, var = (None, None) if training else running
+        xp = array_module(x.data)  # the running arrays on x's device, in x's dtype
+        mean, var = (None, None) if training else (xp.asarray(r, x.dtype) for r in running)
         return F.batch_norm(x, mean, var, *wb, training=training)
 
     return Case(
