@@ -142,6 +142,7 @@ class TorchUnpoolNet(torch.nn.Module):
             size = x.shape[-2:]
             x, indices = getattr(self.encoder, f"pool{i}")(x)
             recorded.append((indices, size))
+        x = self.fc7(self.fc6(x))
         for i in range(5, 0, -1):
             indices, size = recorded[i - 1]
             x = getattr(self, f"unpool{i}")(x, indices, output_size=size)

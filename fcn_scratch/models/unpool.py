@@ -1,9 +1,12 @@
 """An unpooling encoder-decoder (SegNet / DeconvNet style): upsampling by recorded maxima.
 
     encoder: conv1 -> pool1 -> ... -> conv5 -> pool5   (pools keep their argmax indices)
+    middle:  fc6 (3x3 conv) -> fc7 (1x1 conv)          (DeconvNet's fully connected layers)
     decoder: unpool5 -> dec5 -> ... -> unpool1 -> dec1 -> score (1x1 conv)
 
-Every conv{i} and dec{i} is [Conv2d 3x3, BatchNorm2d, ReLU] x convs_per_stage[i-1]. Each
+Every conv{i} and dec{i} is [Conv2d 3x3, BatchNorm2d, ReLU] x convs_per_stage[i-1]; fc6
+and fc7 are [Conv2d, BatchNorm2d, ReLU] too, fc6 widening to ``fc_width`` channels and fc7
+back to pool5's, as DeconvNet's convolutionalised fc6/fc7 sit between its halves. Each
 MaxUnpool2d puts the values back where pool{i} found its maxima, with the recorded
 pre-pooling size, so the output size equals the input size for any input, and ``dec{i}``
 fills in the zeros between them. The other upsampling of the paper: where the FCNs
@@ -26,7 +29,7 @@ from fcn_scratch.models.backbone import (
     VGGBackbone,
     conv_block,
 )
-from fcn_scratch.nn import Conv2d, MaxUnpool2d, Module
+from fcn_scratch.nn import BatchNorm2d, Conv2d, MaxUnpool2d, Module, ReLU, Sequential
 from fcn_scratch.nn.init import RngLike, as_generator
 
 
@@ -34,7 +37,8 @@ class UnpoolNet(Module):
     """x (N, C, H, W) -> logits (N, K, H, W).
 
     dec{i} maps widths[i-1] to widths[i-2] channels (dec1 keeps widths[0]) with
-    convs_per_stage[i-1] 3x3 convs; score maps widths[0] to num_classes.
+    convs_per_stage[i-1] 3x3 convs; fc6 / fc7: widths[4] -> fc_width -> widths[4] at
+    1/32; score maps widths[0] to num_classes.
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class UnpoolNet(Module):
         in_channels: int = 3,
         widths: Sequence[int] = DEFAULT_WIDTHS,
         convs_per_stage: Sequence[int] = DEFAULT_CONVS_PER_STAGE,
+        fc_width: int = 128,
         score_init: str = "kaiming_normal",
         batch_norm: bool = True,
         dtype=np.float32,
@@ -61,6 +66,8 @@ class UnpoolNet(Module):
             rng=rng,
         )
         w = self.encoder.widths
+        self.fc6 = self._layer(w[4], fc_width, 3, batch_norm, dtype, rng)
+        self.fc7 = self._layer(fc_width, w[4], 1, batch_norm, dtype, rng)
         for i in range(NUM_STAGES, 0, -1):
             out = w[max(i - 2, 0)]
             count = int(convs_per_stage[i - 1])
@@ -70,6 +77,13 @@ class UnpoolNet(Module):
             )
         self.score = Conv2d(w[0], self.num_classes, 1, dtype=dtype, rng=rng, init=score_init)
 
+    @staticmethod
+    def _layer(c_in: int, c_out: int, k: int, batch_norm: bool, dtype, rng) -> Sequential:
+        """[Conv2d k x k (size kept), BatchNorm2d, ReLU], or [Conv2d, ReLU] without BN."""
+        conv = Conv2d(c_in, c_out, k, padding=k // 2, bias=not batch_norm, dtype=dtype, rng=rng)
+        layers = [conv, BatchNorm2d(c_out, dtype=dtype), ReLU()] if batch_norm else [conv, ReLU()]
+        return Sequential(*layers)
+
     def forward(self, x: Tensor) -> Tensor:
         recorded = []  # (indices, size before pooling) per stage
         for conv, pool in self.encoder.stages():
@@ -77,6 +91,7 @@ class UnpoolNet(Module):
             size = x.shape[-2:]
             x, indices = pool(x)
             recorded.append((indices, size))
+        x = self.fc7(self.fc6(x))  # (N, widths[4], ~H/32, ~W/32)
         for i in range(NUM_STAGES, 0, -1):
             indices, size = recorded[i - 1]
             x = getattr(self, f"unpool{i}")(x, indices, output_size=size)

@@ -167,10 +167,10 @@ class TrainConfig:
             options["convs_per_stage"] = tuple(int(c) for c in self.convs_per_stage)
         if self.batch_norm is not None:
             options["batch_norm"] = bool(self.batch_norm)
-        if self.model != "unpool":  # options of the FCNs only
+        if self.fc_width is not None:
+            options["fc_width"] = int(self.fc_width)
+        if self.model != "unpool":  # an option of the FCNs only
             options["learn_final_upsampling"] = bool(self.learn_final_upsampling)
-            if self.fc_width is not None:
-                options["fc_width"] = int(self.fc_width)
         return options
 
     def to_dict(self) -> dict:
