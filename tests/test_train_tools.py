@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_train import TINY, TINY_FLAGS, keep_thread_limits  # noqa: F401 (a fixture)
+from test_train import TINY
 
 from fcn_scratch import __version__
 from fcn_scratch.cli import main
