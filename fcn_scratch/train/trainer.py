@@ -31,11 +31,11 @@ from fcn_scratch import random
 from fcn_scratch.autograd import Tensor
 from fcn_scratch.data import IGNORE_INDEX, DataLoader
 from fcn_scratch.device import to_device
+from fcn_scratch.io import atomic_write
 from fcn_scratch.parallel import Lanes, lane_count
 from fcn_scratch.train import setup
 from fcn_scratch.train.checkpoint import (
     CheckpointError,
-    atomic_write,
     load_checkpoint,
     load_model_state,
     save_checkpoint,
