@@ -2,10 +2,10 @@
 
 An optimiser updates ``p.data`` in place from ``p.grad`` for each parameter ``p`` (a Tensor;
 arrays NumPy or CuPy), skipping parameters whose ``grad`` is None. The arithmetic follows
-``torch.optim`` operation for operation, so the two agree to rounding (tests check this).
-Each update is one small function (``sgd_update``, ``adam_update``) working in place
-with ``out=`` ufuncs on two scratch arrays, so a step makes no temporaries of the
-parameters' size.
+``torch.optim``'s formulas, so the two agree to rounding (tests check this). Each update is
+one small function working in place: ``sgd_update`` with ``out=`` ufuncs on two scratch
+arrays, so a step makes no temporaries of the parameters' size, and ``adam_update`` in the
+kernels (on the CPU one pass over parameter, gradient and moments, in float64 arithmetic).
 
 Parameter groups work as in PyTorch: pass a list of tensors, or a list of dicts each with
 ``"params"`` and any hyperparameters that differ from the constructor's defaults.
@@ -33,6 +33,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from fcn_scratch import kernels
 from fcn_scratch.autograd import Tensor
 from fcn_scratch.device import array_module, device_of, to_device
 from fcn_scratch.schedules import (
@@ -257,29 +258,13 @@ def adam_update(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decou
         m = m + (1 - beta1) * (g - m);    v = beta2 * v + (1 - beta2) * g * g
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
-    m, v: the moment arrays, updated in place. work: two scratch arrays shaped like param.
+    m, v: the moment arrays, updated in place. The kernels do it: on the CPU in one pass
+    over the four arrays (a dozen array operations cost more than the arithmetic for the
+    small parameters of an FCN); ``work`` is not needed.
     """
-    xp, (a, b) = array_module(param), work
-    g = grad
-    if weight_decay != 0:
-        if decoupled:
-            param *= 1 - lr * weight_decay
-        else:
-            g = xp.multiply(param, weight_decay, out=a)
-            g += grad
-    xp.subtract(g, m, out=b)  # torch's lerp(m, g, 1 - beta1)
-    b *= 1 - beta1
-    m += b
-    v *= beta2
-    xp.multiply(g, 1 - beta2, out=b)
-    b *= g
-    v += b
-    denom = xp.sqrt(v, out=b)
-    denom /= (1 - beta2**t) ** 0.5
-    denom += eps
-    step = xp.multiply(m, lr / (1 - beta1**t), out=a)
-    step /= denom
-    param -= step
+    kernels.for_array(param).adam_update(
+        param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled
+    )
 
 
 class SGD(Optimizer):

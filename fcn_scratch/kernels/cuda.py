@@ -119,3 +119,18 @@ def relu_backward(dy, y):
     One elementwise select, which CuPy compiles by itself: no kernel of ours needed.
     """
     return import_cupy().where(y > 0, dy, dy.dtype.type(0))
+
+
+def adam_update(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """One Adam (or, ``decoupled``, AdamW) step of one parameter, in place: the reference's
+    formula on device arrays (CuPy fuses nothing here, but a GPU step is not bound by it)."""
+    cupy = import_cupy()
+    g = grad
+    if decoupled:
+        param *= 1 - lr * weight_decay
+    elif weight_decay != 0:
+        g = grad + weight_decay * param
+    m += (1 - beta1) * (g - m)
+    v *= beta2
+    v += (1 - beta2) * g * g
+    param -= lr / (1 - beta1**t) * m / (cupy.sqrt(v) / (1 - beta2**t) ** 0.5 + eps)

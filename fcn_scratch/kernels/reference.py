@@ -1,7 +1,7 @@
 """Reference kernels: naive NumPy loops, written to be read, never optimised.
 
 These are the oracle the fast kernels (``cpu``: Numba, ``cuda``: CUDA C) are tested
-against. Every backend module defines the same seven functions with the same signatures:
+against. Every backend module defines the same eight functions with the same signatures:
 
     im2col(x, kernel_size, stride, padding, dilation, out_size) -> col
     col2im(col, in_size, kernel_size, stride, padding, dilation, out_size) -> x
@@ -10,6 +10,7 @@ against. Every backend module defines the same seven functions with the same sig
     maxunpool2d_forward(x, idx, out_size) -> y
     maxunpool2d_backward(dy, idx) -> dx
     relu_backward(dy, y) -> dx
+    adam_update(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled)
 
 Conventions shared by all backends:
 
@@ -172,3 +173,22 @@ def relu_backward(dy, y):
         if y[k] > 0:
             dx[k] = dy[k]
     return dx
+
+
+def adam_update(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """One Adam (or, ``decoupled``, AdamW) step of one parameter at step t, in place
+    (param, m, v are updated):
+
+        Adam: g = grad + weight_decay * p;  AdamW: p = p * (1 - lr * weight_decay), g = grad
+        m = m + (1 - beta1) * (g - m);      v = beta2 * v + (1 - beta2) * g * g
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    """
+    g = grad
+    if decoupled:
+        param *= 1 - lr * weight_decay
+    elif weight_decay != 0:
+        g = grad + weight_decay * param
+    m += (1 - beta1) * (g - m)
+    v *= beta2
+    v += (1 - beta2) * g * g
+    param -= lr / (1 - beta1**t) * m / (np.sqrt(v) / np.sqrt(1 - beta2**t) + eps)
