@@ -232,17 +232,19 @@ def _relu_backward(dy, y, dx):
 
 
 @njit(nogil=True, cache=True)
-def _adam_update(p, g, m, v, lr, beta1, beta2, eps, bias1, bias2, weight_decay, decoupled):
-    """One Adam/AdamW step over flat arrays of one length, in one pass (see ``adam_update``)."""
+def _adam_update(p, g, m, v, shrink, weight_decay, beta1c, beta2, beta2c, step, bias2_sqrt, eps):
+    """One Adam/AdamW step over flat arrays of one length, in one pass (see ``adam_update``);
+    beta1c = 1 - beta1, beta2c = 1 - beta2, step = lr / (1 - beta1^t).
+
+    The scalars come in the arrays' dtype, so every element is computed in that dtype, as
+    NumPy's or torch's array operations would.
+    """
     for k in range(p.size):
-        grad = g[k]
-        if decoupled:
-            p[k] *= 1 - lr * weight_decay
-        elif weight_decay != 0:
-            grad += weight_decay * p[k]
-        m[k] += (1 - beta1) * (grad - m[k])
-        v[k] = beta2 * v[k] + (1 - beta2) * grad * grad
-        p[k] -= lr / bias1 * m[k] / (np.sqrt(v[k]) / np.sqrt(bias2) + eps)
+        grad = g[k] + weight_decay * p[k]
+        mk = m[k] + beta1c * (grad - m[k])
+        vk = beta2 * v[k] + beta2c * grad * grad
+        m[k], v[k] = mk, vk
+        p[k] = p[k] * shrink - step * mk / (np.sqrt(vk) / bias2_sqrt + eps)
 
 
 def im2col(x, kernel_size, stride, padding, dilation, out_size):
@@ -344,21 +346,24 @@ def adam_update(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decou
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
     param, grad, m, v: arrays of one shape and dtype (param, m, v contiguous: updated in
-    place). One pass over memory instead of a dozen array operations.
+    place). One pass over memory instead of a dozen array operations, in the arrays' dtype.
     """
     if not (param.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
         raise ValueError("adam_update: param, m and v must be C-contiguous (updated in place)")
+    coupled = 0.0 if decoupled else weight_decay  # Adam: in the gradient
+    shrink = 1.0 - lr * weight_decay if decoupled else 1.0  # AdamW: of the parameter
+    scalar = param.dtype.type
     _adam_update(
         param.reshape(-1),
         np.ascontiguousarray(grad).reshape(-1),
         m.reshape(-1),
         v.reshape(-1),
-        float(lr),
-        float(beta1),
-        float(beta2),
-        float(eps),
-        1.0 - beta1**t,
-        1.0 - beta2**t,
-        float(weight_decay),
-        bool(decoupled),
+        scalar(shrink),
+        scalar(coupled),
+        scalar(1.0 - beta1),
+        scalar(beta2),
+        scalar(1.0 - beta2),
+        scalar(lr / (1.0 - beta1**t)),
+        scalar((1.0 - beta2**t) ** 0.5),
+        scalar(eps),
     )
