@@ -5,7 +5,7 @@ arrays NumPy or CuPy), skipping parameters whose ``grad`` is None. The arithmeti
 ``torch.optim``'s formulas, so the two agree to rounding (tests check this). Each update is
 one small function working in place: ``sgd_update`` with ``out=`` ufuncs on two scratch
 arrays, so a step makes no temporaries of the parameters' size, and ``adam_update`` in the
-kernels (on the CPU one pass over parameter, gradient and moments, in float64 arithmetic).
+kernels (on the CPU one pass over parameter, gradient and moments).
 
 Parameter groups work as in PyTorch: pass a list of tensors, or a list of dicts each with
 ``"params"`` and any hyperparameters that differ from the constructor's defaults.
