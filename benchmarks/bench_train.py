@@ -108,10 +108,10 @@ def run_torch(epochs: int | None, threads: int) -> dict:
         history.append({**cm.summary(), "images_per_s": images / seconds})
         rss.append(peak_rss_mb())
     fresh.close()
-    return summary(history, time.perf_counter() - start, rss, config, threads)
+    return summary(history, time.perf_counter() - start, rss, config, None)
 
 
-def summary(history: list, wall: float, rss: list, config, lanes: int) -> dict:
+def summary(history: list, wall: float, rss: list, config, lanes: int | None) -> dict:
     return {
         "mean_iou": history[-1]["mean_iou"],
         "pixel_acc": history[-1]["pixel_acc"],
@@ -185,7 +185,8 @@ def main(argv: list[str]) -> int:
             f"{which:5s}: mean IU {r['mean_iou']:.4f}, pixel acc {r['pixel_acc']:.4f}, "
             f"wall {r['wall_s']:.1f} s for {r['epochs']} epochs, {r['images_per_s']:.1f} img/s "
             f"overall ({r['step_images_per_s']:.1f} in training steps), threads {args.threads}"
-            f" (lanes {r['lanes']})\n       peak RSS (MiB) after each epoch: "
+            + (f" (lanes {r['lanes']})" if r["lanes"] else " (torch's)")
+            + "\n       peak RSS (MiB) after each epoch: "
             + " ".join(f"{v:.0f}" for v in rss),
             flush=True,
         )
