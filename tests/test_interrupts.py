@@ -60,6 +60,9 @@ def hook(owner, name, n, when):
         return result
     setattr(owner, name, wrapper)
 
+# A test runner started in the background (e.g. by "cmd &" in a script) passes SIGINT on
+# as ignored, and Python then keeps it ignored: give Ctrl-C its usual meaning here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 for spec in sys.argv[1].split(","):
     target, n, when = spec.split(":")
     hook(*TARGETS[target], int(n), when)
