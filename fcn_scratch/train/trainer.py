@@ -326,16 +326,11 @@ class Trainer:
         losses = self.lanes.run(partial(self._lane_step, scale=1.0 / float(total)), x, y)
         value = float(sum(losses))
         if not math.isfinite(value):
-            where = f"epoch {self.epoch + 1}, step {self.step + 1}"
-            kept = (
-                f"; the last good checkpoint is {self.checkpoint_path}"
-                if self.checkpoint_path
-                else ""
-            )
+            kept = self.checkpoint_path and f"; the last good checkpoint is {self.checkpoint_path}"
             raise TrainingDiverged(
-                f"training diverged: the loss is {value} at {where} "
-                f"(lr {self.config.lr:g}); try a lower learning rate "
-                f"(--lr){kept}"
+                f"training diverged: the loss is {value} at epoch {self.epoch + 1}, step "
+                f"{self.step + 1} (lr {self.config.lr:g}); try a lower learning rate (--lr)"
+                f"{kept or ''}"
             )
         self.lanes.reduce_grads()
         return value, True
@@ -343,16 +338,9 @@ class Trainer:
     def _lane_step(self, model, x: np.ndarray, y: np.ndarray, scale: float) -> float:
         """One lane's part of a step: loss summed over its pixels times ``scale``, and its
         backward (skipped when the loss is not finite: the step will be refused)."""
-        device = self.config.device
-        logits = model(Tensor(to_device(x, device)))  # (b, K, H, W)
-        loss = F.cross_entropy(
-            logits,
-            to_device(y, device),
-            weight=self.weight,
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
-        loss = loss * scale
+        logits = model(Tensor(to_device(x, self.config.device)))  # (b, K, H, W)
+        y = to_device(y, self.config.device)
+        loss = F.cross_entropy(logits, y, self.weight, IGNORE_INDEX, reduction="sum") * scale
         value = loss.item()
         if math.isfinite(value):
             loss.backward()
