@@ -20,7 +20,6 @@ from fcn_scratch import random
 from fcn_scratch.autograd import Tensor, as_tensor
 from fcn_scratch.ops import activation, batchnorm, conv, loss, pool
 from fcn_scratch.ops import crop as crop_op
-from fcn_scratch.ops.shapes import check_not_empty
 
 
 def _data(x):
@@ -32,7 +31,6 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1) -> Tensor:
     """x: (N, C_in, H, W), w: (C_out, C_in, KH, KW), b: (C_out,) -> (N, C_out, OH, OW)."""
     x, w = as_tensor(x), as_tensor(w)
     parents = (x, w) if b is None else (x, w, as_tensor(b))
-    check_not_empty("conv2d", x=(x.data, "N", "C_in"), w=(w.data, "C_out", "C_in"))
     y, ctx = conv.conv2d_forward(x.data, w.data, _data(b), stride, padding, dilation)
 
     def backward(dy):
@@ -45,7 +43,6 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
     """x: (N, C_in, H, W), w: (C_in, C_out, KH, KW), b: (C_out,) -> (N, C_out, OH, OW)."""
     x, w = as_tensor(x), as_tensor(w)
     parents = (x, w) if b is None else (x, w, as_tensor(b))
-    check_not_empty("conv_transpose2d", x=(x.data, "N", "C_in"), w=(w.data, "C_in", "C_out"))
     y, ctx = conv.conv_transpose2d_forward(
         x.data, w.data, _data(b), stride, padding, output_padding, dilation
     )
@@ -62,7 +59,6 @@ def max_pool2d(
     """x: (N, C, H, W) -> y: (N, C, OH, OW), and with return_indices the int64 indices
     (a Tensor, flat positions in each H*W plane)."""
     x = as_tensor(x)
-    check_not_empty("max_pool2d", x=(x.data, "N", "C"))
     y, indices, ctx = pool.max_pool2d_forward(
         x.data, kernel_size, stride, padding, dilation, ceil_mode
     )
@@ -73,7 +69,6 @@ def max_pool2d(
 def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=None) -> Tensor:
     """x: (N, C, OH, OW), indices like x -> (N, C, H, W): zeros, x at the indices."""
     x = as_tensor(x)
-    check_not_empty("max_unpool2d", x=(x.data, "N", "C"))
     y, ctx = pool.max_unpool2d_forward(
         x.data, _data(indices), kernel_size, stride, padding, output_size
     )
@@ -146,7 +141,6 @@ def crop(x, offset, size) -> Tensor:
 def cross_entropy(logits, target, weight=None, ignore_index=255, reduction="mean") -> Tensor:
     """logits: (N, K, H, W), target: (N, H, W) int -> scalar (or (N, H, W) for 'none')."""
     logits = as_tensor(logits)
-    check_not_empty("cross_entropy", logits=(logits.data, "N", "K"))
     value, ctx = loss.cross_entropy_forward(
         logits.data, _data(target), _data(weight), ignore_index, reduction
     )

@@ -6,6 +6,7 @@ import pytest
 
 from fcn_scratch import Tensor
 from fcn_scratch import functional as F
+from fcn_scratch.ops import conv, loss, pool
 
 f32 = np.float32
 
@@ -222,6 +223,21 @@ def test_backward_needs_grad_for_non_scalar():
     ],
 )  # fmt: skip
 def test_empty_batches_and_channels_are_refused_by_name(call, pattern):
+    with pytest.raises(ValueError, match=pattern + ".*empty batches, channels and classes"):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call,pattern",
+    [
+        (lambda: conv.conv2d_forward(x4(0, 3, 8, 8), W), r"conv2d: x has N = 0"),
+        (lambda: conv.conv_transpose2d_forward(X, x4(3, 0, 3, 3)), r"conv_transpose2d: w has C_out = 0"),
+        (lambda: pool.max_pool2d_forward(x4(2, 0, 8, 8), 2), r"max_pool2d: x has C = 0"),
+        (lambda: loss.cross_entropy_forward(x4(1, 0, 4, 4), np.zeros((1, 4, 4), int)), r"cross_entropy: logits has K = 0"),
+    ],
+)  # fmt: skip
+def test_the_ops_themselves_refuse_empty_arrays(call, pattern):
+    """The checks live in the ops, so calling an op directly gets the same message."""
     with pytest.raises(ValueError, match=pattern + ".*empty batches, channels and classes"):
         call()
 

@@ -27,6 +27,7 @@ from fcn_scratch.arguments import pair
 from fcn_scratch.device import array_module, same_device
 from fcn_scratch.ops.shapes import (
     check_ndim,
+    check_not_empty,
     check_same_dtype,
     conv_out_size,
     conv_transpose_out_size,
@@ -48,6 +49,8 @@ def _check(op, x, w, b, in_channels_axis, out_channels_axis):
     check_ndim(
         op, "w", w, 4, "(C_out, C_in, KH, KW)" if op == "conv2d" else "(C_in, C_out, KH, KW)"
     )
+    w_axes = ("C_out", "C_in") if op == "conv2d" else ("C_in", "C_out")
+    check_not_empty(op, x=(x, "N", "C_in"), w=(w, *w_axes))
     check_same_dtype(op, x=x, w=w, b=b)
     if x.shape[1] != w.shape[in_channels_axis]:
         raise ValueError(

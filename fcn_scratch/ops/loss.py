@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fcn_scratch.device import array_module, device_of, same_device
-from fcn_scratch.ops.shapes import check_float, check_ndim
+from fcn_scratch.ops.shapes import check_float, check_ndim, check_not_empty
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -31,6 +31,7 @@ def _check(logits, target, weight, ignore_index, reduction):
     op = "cross_entropy"
     same_device(op, logits=logits, target=target, weight=weight)
     check_ndim(op, "logits", logits, 4, "(N, K, H, W)")
+    check_not_empty(op, logits=(logits, "N", "K"))
     check_float(op, "logits", logits)
     N, K, H, W = logits.shape
     if tuple(target.shape) != (N, H, W):

@@ -18,7 +18,7 @@ import numpy as np
 from fcn_scratch import kernels
 from fcn_scratch.arguments import pair
 from fcn_scratch.device import device_of, same_device
-from fcn_scratch.ops.shapes import check_float, check_ndim, conv_out_size
+from fcn_scratch.ops.shapes import check_float, check_ndim, check_not_empty, conv_out_size
 
 
 class PoolCtx(NamedTuple):
@@ -30,6 +30,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
     """Returns (y, indices, ctx); y and indices: (N, C, OH, OW)."""
     op = "max_pool2d"
     check_ndim(op, "x", x, 4, "(N, C, H, W)")
+    check_not_empty(op, x=(x, "N", "C"))
     check_float(op, "x", x)
     kernel = pair(op, "kernel_size", kernel_size, 1)
     stride = kernel if stride is None else pair(op, "stride", stride, 1)
@@ -101,6 +102,7 @@ def max_unpool2d_forward(x, indices, kernel_size, stride=None, padding=0, output
     op = "max_unpool2d"
     same_device(op, x=x, indices=indices)
     check_ndim(op, "x", x, 4, "(N, C, H, W)")
+    check_not_empty(op, x=(x, "N", "C"))
     check_float(op, "x", x)
     kernel = pair(op, "kernel_size", kernel_size, 1)
     stride = kernel if stride is None else pair(op, "stride", stride, 1)
