@@ -16,7 +16,7 @@ order the kernels keep).
 from functools import cache
 
 from fcn_scratch.device import import_cupy
-from fcn_scratch.kernels import launch
+from fcn_scratch.kernels import launch, reference
 
 OPTIONS: tuple[str, ...] = ()
 """NVRTC options beyond the ones CuPy adds itself (the target architecture, -ftz=true,
@@ -123,14 +123,5 @@ def relu_backward(dy, y):
 
 def adam_update(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled):
     """One Adam (or, ``decoupled``, AdamW) step of one parameter, in place: the reference's
-    formula on device arrays (CuPy fuses nothing here, but a GPU step is not bound by it)."""
-    cupy = import_cupy()
-    g = grad
-    if decoupled:
-        param *= 1 - lr * weight_decay
-    elif weight_decay != 0:
-        g = grad + weight_decay * param
-    m += (1 - beta1) * (g - m)
-    v *= beta2
-    v += (1 - beta2) * g * g
-    param -= lr / (1 - beta1**t) * m / (cupy.sqrt(v) / (1 - beta2**t) ** 0.5 + eps)
+    array formula, which runs on CuPy arrays as it is (NumPy's ufuncs hand them to CuPy)."""
+    reference.adam_update(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled)
