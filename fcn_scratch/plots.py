@@ -51,8 +51,8 @@ def plot_learning_curves(
                 ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # below the axes, off the curves
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)
     loss_ax.set_ylabel("cross-entropy per pixel")
     loss_ax.set_title("loss")
     metric_ax.set_ylabel("score")

@@ -24,7 +24,7 @@ import time
 from functools import partial
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fcn_scratch import functional as F
 from fcn_scratch import random
