@@ -99,7 +99,8 @@ class Lanes:
         bounds = np.linspace(0, n, used + 1).round().astype(int)
         parts = [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
         self._sync(used)
-        seed = int(random.generator("cpu").integers(2**63))
+        # dropout acts only in training: evaluation leaves the global generator alone
+        seed = int(random.generator("cpu").integers(2**63)) if self.model.training else 0
         lane = _in_lane(fn, seed)
         with _blas().limit(limits=1):
             futures = [

@@ -25,9 +25,11 @@ from numba import njit, uint64
 
 @njit(cache=True)
 def _valid_range(offset, stride, size, out):
-    """Outputs ``o`` in ``[0, out)`` whose tap ``o*stride + offset`` lands in ``[0, size)``.
+    """Indices ``o`` in ``[0, out)`` whose position ``o*stride + offset`` lands in ``[0, size)``:
+    the outputs of one kernel tap that read inside x (im2col, col2im), or the taps of one
+    pooling window (``stride`` = dilation).
 
-    Returns ``(lo, hi)``: taps below ``lo`` and from ``hi`` on fall into the padding.
+    Returns ``(lo, hi)``: indices below ``lo`` and from ``hi`` on fall into the padding.
     """
     lo = max(0, (-offset + stride - 1) // stride)
     hi = min(out, (size - offset + stride - 1) // stride)
@@ -145,16 +147,6 @@ def _col2im(col, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, x):
                         _add(plane, h * W + lo * SW + off_w, SW, src, oy * OW + lo, hi - lo)
 
 
-@njit(cache=True)
-def _tap_range(o, stride, pad, dilation, size, taps):
-    """Taps ``t`` in ``[lo, hi)`` of output ``o`` whose input ``o*stride - pad + t*dilation``
-    lands in ``[0, size)``; the others fall into the padding."""
-    start = o * stride - pad
-    lo = max(0, (-start + dilation - 1) // dilation)
-    hi = min(taps, (size - start + dilation - 1) // dilation)
-    return lo, max(lo, hi)
-
-
 @njit(nogil=True, cache=True)
 def _maxpool2d_forward(x, KH, KW, SH, SW, PH, PW, DH, DW, y, idx):
     """x: (N, C, H, W) -> y, idx: (N, C, OH, OW); first maximum in tap order wins, NaN wins."""
@@ -164,9 +156,10 @@ def _maxpool2d_forward(x, KH, KW, SH, SW, PH, PW, DH, DW, y, idx):
         for c in range(C):
             plane = x[n, c]  # (H, W)
             for oy in range(OH):
-                i_lo, i_hi = _tap_range(oy, SH, PH, DH, H, KH)
+                # taps i whose row oy*SH - PH + i*DH lies inside x (the rest is padding)
+                i_lo, i_hi = _valid_range(oy * SH - PH, DH, H, KH)
                 for ox in range(OW):
-                    j_lo, j_hi = _tap_range(ox, SW, PW, DW, W, KW)
+                    j_lo, j_hi = _valid_range(ox * SW - PW, DW, W, KW)
                     best, best_idx = -np.inf, -1  # what a window of padding alone reports
                     for i in range(i_lo, i_hi):
                         h = oy * SH - PH + i * DH
