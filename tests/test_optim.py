@@ -38,6 +38,20 @@ def _run_ours(opt, params, steps, start=0):
         opt.zero_grad()
 
 
+def _step_both_and_compare(torch, step, ours_opt, params, their_opt, theirs):
+    """Give both optimisers step ``step``'s gradients, step both, compare every parameter."""
+    for p, g in zip(params, _grads(step, params), strict=True):
+        p.grad = g
+    for p, g in zip(theirs, _grads(step, theirs), strict=True):
+        p.grad = None if g is None else torch.from_numpy(g)
+    ours_opt.step()
+    their_opt.step()
+    for i, (a, b) in enumerate(zip(params, theirs, strict=True)):
+        np.testing.assert_allclose(
+            a.data, b.detach().numpy(), rtol=RTOL, atol=ATOL, err_msg=f"step {step}, param {i}"
+        )
+
+
 OPTIMISERS = {
     "sgd": ({"lr": 0.1}, {"lr": 0.1}),
     "sgd-momentum": ({"lr": 0.05, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.9}),
@@ -76,16 +90,7 @@ def test_matches_torch_step_by_step(name, torch):
     ours_opt = getattr(optim, kind)(params, **ours_kw)
     their_opt = getattr(torch.optim, kind)(theirs, **torch_kw)
     for step in range(6):
-        for p, g in zip(params, _grads(step, params), strict=True):
-            p.grad = g
-        for p, g in zip(theirs, _grads(step, theirs), strict=True):
-            p.grad = None if g is None else torch.from_numpy(g)
-        ours_opt.step()
-        their_opt.step()
-        for i, (a, b) in enumerate(zip(params, theirs, strict=True)):
-            np.testing.assert_allclose(
-                a.data, b.detach().numpy(), rtol=RTOL, atol=ATOL, err_msg=f"step {step}, param {i}"
-            )
+        _step_both_and_compare(torch, step, ours_opt, params, their_opt, theirs)
         ours_opt.zero_grad()
         their_opt.zero_grad()
 
@@ -263,16 +268,7 @@ def test_parameter_groups_match_torch_with_a_schedule(kind, torch):
         milestones=[3],
     )
     for step in range(8):
-        for p, g in zip(params, _grads(step, params), strict=True):
-            p.grad = g
-        for p, g in zip(theirs, _grads(step, theirs), strict=True):
-            p.grad = None if g is None else torch.from_numpy(g)
-        ours_opt.step()
-        their_opt.step()
-        for i, (a, b) in enumerate(zip(params, theirs, strict=True)):
-            np.testing.assert_allclose(
-                a.data, b.detach().numpy(), rtol=RTOL, atol=ATOL, err_msg=f"step {step}, param {i}"
-            )
+        _step_both_and_compare(torch, step, ours_opt, params, their_opt, theirs)
         schedule.step()
         their_schedule.step()
         for ours_g, their_g in zip(ours_opt.param_groups, their_opt.param_groups, strict=True):
