@@ -49,6 +49,8 @@ def import_cupy() -> ModuleType:
 
 def is_cuda_array(a) -> bool:
     """True for a cupy.ndarray, without importing CuPy."""
+    if type(a) is np.ndarray:  # the common case, first: this runs for every op
+        return False
     if _cupy is not None:
         return isinstance(a, _cupy.ndarray)
     return type(a).__module__.split(".")[0] == "cupy"

@@ -5,7 +5,8 @@ arrays NumPy or CuPy), skipping parameters whose ``grad`` is None. The arithmeti
 ``torch.optim``'s formulas, so the two agree to rounding (tests check this). Each update is
 one small function working in place: ``sgd_update`` with ``out=`` ufuncs on two scratch
 arrays, so a step makes no temporaries of the parameters' size, and ``adam_update`` in the
-kernels (on the CPU one pass over parameter, gradient and moments).
+kernels (on the CPU one pass over parameter, gradient and moments), which ``Adam.step``
+calls once for all the parameters of a group, on flat arrays.
 
 Parameter groups work as in PyTorch: pass a list of tensors, or a list of dicts each with
 ``"params"`` and any hyperparameters that differ from the constructor's defaults.
@@ -325,6 +326,7 @@ class Adam(Optimizer):
     ):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults)
+        self._moments: dict = {}  # group index -> (parameter indices, flat m, flat v)
 
     def check_hyperparameters(self, group: dict, where: str) -> None:
         super().check_hyperparameters(group, where)
@@ -337,28 +339,84 @@ class Adam(Optimizer):
                 f"{group['weight_decay']}"
             )
 
-    def update(self, p: Tensor, state: dict, group: dict, work: tuple) -> None:
-        if "step" not in state:
-            xp = array_module(p.data)
-            state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(p.data)
-            state["exp_avg_sq"] = xp.zeros_like(p.data)
-        state["step"] += 1
+    def step(self) -> None:
+        """Update every parameter that has a gradient.
+
+        The parameters of a group that share dtype, device and step count are updated by
+        one ``adam_update`` over flat arrays (for an FCN's few dozen small parameters, one
+        call per parameter costs more than the arithmetic): their moments live in one flat
+        array each (``state[i]["exp_avg"]`` and ``["exp_avg_sq"]`` are views of it), and
+        parameters and gradients are gathered into flat arrays, the new values copied
+        back. Element by element the arithmetic is the per-parameter update's.
+        """
+        start = 0
+        for g, group in enumerate(self.param_groups):
+            buckets: dict = {}  # (device, dtype, step count) -> parameter indices
+            for i in range(start, start + len(group["params"])):
+                data = self.params[i].data
+                if self.params[i].grad is not None:
+                    key = (device_of(data), data.dtype, self.state[i].get("step", 0))
+                    buckets.setdefault(key, []).append(i)
+            start += len(group["params"])
+            for (_, _, t), indices in buckets.items():
+                self._update(g, indices, t + 1)
+
+    def _update(self, g: int, indices: list[int], t: int) -> None:
+        """Step ``t`` of the parameters ``indices`` of group ``g``, all at once."""
+        group, params = self.param_groups[g], [self.params[i] for i in indices]
+        m, v = self._flat_moments(g, indices)
+        xp = array_module(params[0].data)
+        flat = xp.concatenate([p.data.reshape(-1) for p in params])
+        grad = xp.concatenate([p.grad.reshape(-1) for p in params])
         beta1, beta2 = group["betas"]
         adam_update(
-            p.data,
-            p.grad,
-            state["exp_avg"],
-            state["exp_avg_sq"],
-            state["step"],
+            flat,
+            grad,
+            m,
+            v,
+            t,
             group["lr"],
             beta1,
             beta2,
             group["eps"],
             group["weight_decay"],
             self.decoupled,
-            work,
+            None,
         )
+        offset = 0
+        for i, p in zip(indices, params):
+            p.data[...] = flat[offset : offset + p.data.size].reshape(p.data.shape)
+            offset += p.data.size
+            self.state[i]["step"] = t
+
+    def _flat_moments(self, g: int, indices: list[int]) -> tuple:
+        """Flat m and v for these parameters, the per-parameter state entries views of
+        them. Built (from the state's values, zeros where there are none) when the set of
+        parameters changes or the state was replaced (``load_state_dict``)."""
+        key = tuple(indices)
+        cached = self._moments.get(g)
+        if cached is not None and cached[0] == key:
+            _, m, v = cached
+            if all(
+                self.state[i].get("exp_avg") is not None
+                and self.state[i]["exp_avg"].base is m
+                and self.state[i]["exp_avg_sq"].base is v
+                for i in indices
+            ):
+                return m, v
+        data = self.params[indices[0]].data
+        xp, total = array_module(data), sum(self.params[i].data.size for i in indices)
+        m, v = xp.zeros(total, data.dtype), xp.zeros(total, data.dtype)
+        offset = 0
+        for i in indices:
+            shape, size, state = self.params[i].data.shape, self.params[i].data.size, self.state[i]
+            for slot, flat in (("exp_avg", m), ("exp_avg_sq", v)):
+                if slot in state:
+                    flat[offset : offset + size] = state[slot].reshape(-1)
+                state[slot] = flat[offset : offset + size].reshape(shape)
+            offset += size
+        self._moments[g] = (key, m, v)
+        return m, v
 
 
 class AdamW(Adam):
