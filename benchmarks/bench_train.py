@@ -1,5 +1,5 @@
 """The main job, ours against PyTorch: the default recipe of ``fcn-scratch train`` run in
-each, every run in a process of its own, one after the other, never interleaved.
+each, every run in a process of its own, the two taking turns epoch by epoch.
 
     python benchmarks/bench_train.py                 # defaults: every core, epochs of the recipe
     python benchmarks/bench_train.py --threads 1 --epochs 3
@@ -12,6 +12,14 @@ threads (ours: lanes; torch: ``torch.set_num_threads``). Each prints held-out me
 wall time, images per second and the peak resident memory at the end of every epoch (it
 must not grow from epoch to epoch). ``--cold`` also times our first step with an empty
 Numba cache (the compile time a fresh install pays once).
+
+Taking turns: the two processes pass a token through pipes, and only the holder computes
+(its set-up, then one epoch: training, evaluation, and the rendering of the next epoch's
+images, waited for before the token goes on). A run's wall time is the sum of its turns.
+Never are both running at once, and never do the two share a process (torch's OpenMP
+threads keep spinning after each op and would steal the cores from our next step), yet a
+shared machine whose speed drifts from minute to minute gives both the same minutes: one
+run after the other measured the drift as much as the code.
 """
 
 import argparse
@@ -34,28 +42,56 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def run_ours(epochs: int | None, threads: int) -> dict:
+class Turns:
+    """This process's turns: ``begin()`` waits for the token, ``end()`` passes it on; ``wall``
+    is the time between them, summed (``restart_clock()`` leaves out what came before it
+    in a turn, such as importing the libraries)."""
+
+    def __init__(self, token_in: int, token_out: int):
+        self.token_in, self.token_out, self.wall = token_in, token_out, 0.0
+
+    def begin(self) -> None:
+        os.read(self.token_in, 1)  # b"" once the other run has ended: go on alone
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        self._start = time.perf_counter()
+
+    def end(self) -> None:
+        self.wall += time.perf_counter() - self._start
+        try:
+            os.write(self.token_out, b"t")
+        except BrokenPipeError:  # the other run has ended
+            pass
+
+
+def run_ours(epochs: int | None, threads: int, turns: Turns) -> dict:
+    turns.begin()
     from fcn_scratch.parallel import limit_threads
     from fcn_scratch.train import TrainConfig, Trainer
 
+    turns.restart_clock()
     limit_threads(threads)
     config = TrainConfig(out=None, **({} if epochs is None else {"epochs": epochs}))
-    start = time.perf_counter()
     trainer = Trainer(config, progress=False)
     rss = []
     original = trainer._end_epoch
 
     def end_epoch():
         original()
+        trainer.fresh_data.wait()  # the next epoch's images belong to this turn
         rss.append(peak_rss_mb())
+        turns.end()
+        if not trainer.finished:
+            turns.begin()
 
     trainer._end_epoch = end_epoch
     trainer.fit()
-    wall = time.perf_counter() - start
-    return summary(trainer.history["epochs"], wall, rss, config, trainer.lanes.count)
+    return summary(trainer.history["epochs"], turns.wall, rss, config, trainer.lanes.count)
 
 
-def run_torch(epochs: int | None, threads: int) -> dict:
+def run_torch(epochs: int | None, threads: int, turns: Turns) -> dict:
+    turns.begin()
     import torch
 
     from fcn_scratch import random
@@ -65,9 +101,9 @@ def run_torch(epochs: int | None, threads: int) -> dict:
     from fcn_scratch.train import TrainConfig, setup
     from fcn_scratch.train.fresh import FreshShapes
 
+    turns.restart_clock()
     torch.set_num_threads(threads)
     config = TrainConfig(out=None, **({} if epochs is None else {"epochs": epochs}))
-    start = time.perf_counter()
     random.manual_seed(config.seed)
     fresh = FreshShapes(config)
     val_set = setup.make_held_out(config)
@@ -106,9 +142,13 @@ def run_torch(epochs: int | None, threads: int) -> dict:
                 xv, yv = val_set.get_batch(np.arange(s, min(s + config.batch_size, len(val_set))))
                 cm.update(model(torch.from_numpy(xv)).argmax(1).numpy(), yv)
         history.append({**cm.summary(), "images_per_s": images / seconds})
+        fresh.wait()
         rss.append(peak_rss_mb())
+        turns.end()
+        if epoch + 1 < config.epochs:
+            turns.begin()
     fresh.close()
-    return summary(history, time.perf_counter() - start, rss, config, None)
+    return summary(history, turns.wall, rss, config, None)
 
 
 def summary(history: list, wall: float, rss: list, config, lanes: int | None) -> dict:
@@ -153,17 +193,40 @@ def cold_compile_seconds() -> float:
     return runs[0] - runs[1]
 
 
-def child(which: str, epochs: int | None, threads: int) -> None:
-    result = (run_ours if which == "ours" else run_torch)(epochs, threads)
+def child(which: str, epochs: int | None, threads: int, token_in: int, token_out: int) -> None:
+    result = (run_ours if which == "ours" else run_torch)(
+        epochs, threads, Turns(token_in, token_out)
+    )
     print("RESULT " + json.dumps(result))
 
 
-def measure(which: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", which, "--threads", str(args.threads)]
-    if args.epochs is not None:
-        cmd += ["--epochs", str(args.epochs)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.split("RESULT ", 1)[1])
+def measure_both(args) -> dict:
+    """Start both runs, ours holding the token first; wait for both; their results."""
+    to_ours, to_torch = os.pipe(), os.pipe()  # (read, write) each
+    procs = {}
+    for which, token_in, token_out in (
+        ("ours", to_ours[0], to_torch[1]),
+        ("torch", to_torch[0], to_ours[1]),
+    ):
+        cmd = [sys.executable, __file__, "--child", which, "--threads", str(args.threads)]
+        cmd += ["--token", str(token_in), str(token_out)]
+        if args.epochs is not None:
+            cmd += ["--epochs", str(args.epochs)]
+        procs[which] = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, text=True, pass_fds=(token_in, token_out)
+        )
+    for fd in (*to_ours, *to_torch):
+        if fd != to_ours[1]:
+            os.close(fd)
+    os.write(to_ours[1], b"t")
+    os.close(to_ours[1])
+    results = {}
+    for which, proc in procs.items():
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"the {which} run failed (exit status {proc.returncode})")
+        results[which] = json.loads(out.split("RESULT ", 1)[1])
+    return results
 
 
 def main(argv: list[str]) -> int:
@@ -173,13 +236,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--cold", action="store_true", help="also time the Numba compilation")
     p.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--token", type=int, nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.child, args.epochs, args.threads)
+        child(args.child, args.epochs, args.threads, *args.token)
         return 0
-    results = {}
+    results = measure_both(args)
     for which in ("ours", "torch"):
-        results[which] = r = measure(which, args)
+        r = results[which]
         rss = r["peak_rss_mb_by_epoch"]
         print(
             f"{which:5s}: mean IU {r['mean_iou']:.4f}, pixel acc {r['pixel_acc']:.4f}, "

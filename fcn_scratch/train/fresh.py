@@ -33,6 +33,11 @@ class FreshShapes:
             self._next = (epoch + 1, self._pool.submit(fresh_train_set, self.config, epoch + 1))
         return data
 
+    def wait(self) -> None:
+        """Block until the next epoch's images, if any are being rendered, are ready."""
+        if self._next is not None:
+            self._next[1].result()
+
     def close(self) -> None:
         """Stop the worker (a render in progress is abandoned)."""
         if self._pool is not None:
