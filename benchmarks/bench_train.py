@@ -42,6 +42,9 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
+SETTLE = 0.3  # seconds
+
+
 class Turns:
     """This process's turns: ``begin()`` waits for the token, ``end()`` passes it on; ``wall``
     is the time between them, summed (``restart_clock()`` leaves out what came before it
@@ -52,6 +55,7 @@ class Turns:
 
     def begin(self) -> None:
         os.read(self.token_in, 1)  # b"" once the other run has ended: go on alone
+        time.sleep(SETTLE)  # the other run's spinning threads (OpenMP, OpenBLAS) go to sleep
         self.restart_clock()
 
     def restart_clock(self) -> None:

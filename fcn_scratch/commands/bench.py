@@ -33,6 +33,7 @@ from fcn_scratch import kernels
 from fcn_scratch.commands.options import int_at_least
 from fcn_scratch.device import import_cupy
 from fcn_scratch.kernels import numpy_baseline, reference
+from fcn_scratch.memory import keep_freed_memory
 from fcn_scratch.ops import conv, pool
 from fcn_scratch.ops.shapes import conv_out_size, conv_transpose_out_size
 from fcn_scratch.parallel import limit_threads, thread_count
@@ -173,9 +174,9 @@ def has_torch() -> bool:
     return True
 
 
-def cpu_row(case: Case, repeat: int) -> dict:
-    """Seconds per column on the CPU (None where a column is skipped); torch's column is
-    filled by ``torch_column``, in a process of its own."""
+def cpu_row(case: Case, repeat: int, torch_child: "TorchChild | None") -> dict:
+    """Seconds per column on the CPU (None where a column is skipped); torch's, right after
+    ours, in ``torch_child``'s process."""
     a = make_inputs(case)
     row = dict(reference=None, numpy=None, ours=None, torch=None)
     if reference_loops(case) <= REFERENCE_MAX_LOOPS:
@@ -184,25 +185,55 @@ def cpu_row(case: Case, repeat: int) -> dict:
     with kernels.using(numpy_baseline):
         row["numpy"] = median_seconds(ours_step(case, a), repeat)
     row["ours"] = median_seconds(ours_step(case, a), repeat)
+    if torch_child is not None:
+        row["torch"] = torch_child.seconds(case, repeat)
     return row
 
 
-def torch_column(cases: list[Case], repeat: int, threads: int) -> list[float | None]:
-    """torch's seconds for each case on the CPU, timed in a child process: torch's OpenMP
-    threads keep spinning after each op and would slow whatever runs next beside them."""
-    if not has_torch():
-        return [None] * len(cases)
-    names = json.dumps([c.name for c in cases])
-    code = (
-        "import json, sys, torch\n"
+SETTLE = 0.3  # seconds: how long spinning threads of the other side may keep a core busy
+
+
+class TorchChild:
+    """torch on the CPU in a process of its own, timing one case at a time on request: the
+    two sides take turns case by case (a shared machine's speed drifts from minute to minute,
+    so each pair of figures is taken within seconds), and never share a process (torch's
+    OpenMP threads keep spinning after each op and would slow whatever runs next beside
+    them). While we compute, it waits for its next request, and the other way round; each
+    side first lets ``SETTLE`` seconds pass, for the other's spinning threads (torch's
+    OpenMP, OpenBLAS's) to go to sleep."""
+
+    CODE = (
+        "import json, sys, time, torch\n"
         "from fcn_scratch.commands import bench\n"
-        f"torch.set_num_threads({threads})\n"
-        f"cases = [c for c in bench.CASES if c.name in json.loads({names!r})]\n"
-        "print(json.dumps([bench.median_seconds(bench.torch_step(c, bench.make_inputs(c), "
-        f"'cpu'), {repeat}) for c in cases]))\n"
+        "torch.set_num_threads(int(sys.argv[1]))\n"
+        "cases = {c.name: c for c in bench.CASES}\n"
+        "for line in sys.stdin:\n"
+        "    name, repeat = json.loads(line)\n"
+        "    time.sleep(bench.SETTLE)\n"
+        "    step = bench.torch_step(cases[name], bench.make_inputs(cases[name]), 'cpu')\n"
+        "    print(json.dumps(bench.median_seconds(step, repeat)), flush=True)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def __init__(self, threads: int):
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", self.CODE, str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def seconds(self, case: Case, repeat: int) -> float:
+        self._proc.stdin.write(json.dumps([case.name, repeat]) + "\n")
+        self._proc.stdin.flush()
+        answer = self._proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"bench: torch's process ended while timing {case.name}")
+        time.sleep(SETTLE)
+        return json.loads(answer)
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait()
 
 
 def cuda_row(case: Case, repeat: int) -> dict:
@@ -224,11 +255,8 @@ def cuda_row(case: Case, repeat: int) -> dict:
     return row
 
 
-ROWS = {"cpu": cpu_row, "cuda": cuda_row}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", choices=sorted(ROWS), default="cpu", help="where to run")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per cell (median)")
     parser.add_argument(
         "--threads",
@@ -250,14 +278,20 @@ def run(args) -> int:
     if not cases:
         raise ValueError(f"no case name contains {args.case!r}")
     limit_threads(args.threads)
+    keep_freed_memory()  # as in training: freed blocks are reused, not faulted in afresh
     print(
         f"forward+backward, float32, device {args.device}, {args.threads} threads "
         f"(BLAS and torch), median of {args.repeat}, times in ms\n"
     )
-    rows = [ROWS[args.device](case, args.repeat) for case in cases]
     if args.device == "cpu":
-        for row, seconds in zip(rows, torch_column(cases, args.repeat, args.threads)):
-            row["torch"] = seconds
+        torch_child = TorchChild(args.threads) if has_torch() else None
+        try:
+            rows = [cpu_row(case, args.repeat, torch_child) for case in cases]
+        finally:
+            if torch_child is not None:
+                torch_child.close()
+    else:
+        rows = [cuda_row(case, args.repeat) for case in cases]
     print("| case | reference | numpy im2col | ours | torch | ours/torch |")
     print("|---|---:|---:|---:|---:|---:|")
     for case, row in zip(cases, rows):
