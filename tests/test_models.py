@@ -30,6 +30,29 @@ def test_logits_have_the_input_size(name, size):
     assert model(x).shape == (2, 3, *size)
 
 
+@pytest.mark.parametrize("num_stages", [1, 3, 5])
+@pytest.mark.parametrize("size", [(1, 1), (17, 31), (37, 45)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_unpool_stage_count_sets_depth_and_keeps_the_input_size(num_stages, size):
+    """num_stages poolings down, as many unpoolings back up (4 by default); the middle
+    sits at 1/2**num_stages with the last built stage's width."""
+    model = tiny("unpool", num_stages=num_stages)
+    assert tiny("unpool").encoder.num_stages == 4
+    assert [name for name, _ in model.encoder.named_children()][-2:] == [
+        f"conv{num_stages}",
+        f"pool{num_stages}",
+    ]
+    assert hasattr(model, f"dec{num_stages}") and not hasattr(model, f"dec{num_stages + 1}")
+    assert model.fc6[0].in_channels == TINY["widths"][num_stages - 1]
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32))
+    assert model(x).shape == (2, 3, *size)
+
+
+@pytest.mark.parametrize("bad", [0, 6, 2.0, True])
+def test_unpool_stage_count_errors(bad):
+    with pytest.raises(ValueError, match=rf"num_stages must be in 1\.\.5, got {bad!r}"):
+        tiny("unpool", num_stages=bad)
+
+
 def test_build_model_names_and_errors():
     assert isinstance(tiny("fcn8s"), FCN8s) and isinstance(tiny("unpool"), UnpoolNet)
     assert isinstance(tiny("fcn16s"), FCN16s) and isinstance(tiny("fcn32s"), FCN32s)

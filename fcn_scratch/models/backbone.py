@@ -71,6 +71,8 @@ class VGGBackbone(Module):
     with H' = H + 2 * (first_padding - 1).
 
     ``return_indices=True`` makes every pool return (y, indices) (for unpooling decoders).
+    ``num_stages`` < 5 builds only the first stages (an encoder that stops at 1/2**num_stages;
+    ``widths`` and ``convs_per_stage`` still give all five, the later ones unused).
     ``first_padding``: the padding of conv1_1 (1 keeps the size; the paper's VGG16 uses 100).
     ``batch_norm=True`` puts a BatchNorm2d after every convolution.
     Conv ``conv{i}_{j}`` of the paper is ``conv{i}.{2 * (j - 1)}`` here (ReLUs in between;
@@ -85,16 +87,27 @@ class VGGBackbone(Module):
         return_indices: bool = False,
         first_padding: int = 1,
         batch_norm: bool = False,
+        num_stages: int = NUM_STAGES,
         dtype=np.float32,
         rng: RngLike = None,
     ) -> None:
         super().__init__()
+        if (
+            isinstance(num_stages, bool)
+            or not isinstance(num_stages, (int, np.integer))
+            or not (1 <= num_stages <= NUM_STAGES)
+        ):
+            raise ValueError(
+                f"VGGBackbone: num_stages must be in 1..{NUM_STAGES}, got {num_stages!r}"
+            )
         widths = stage_values("VGGBackbone", "widths", widths)
         convs_per_stage = stage_values("VGGBackbone", "convs_per_stage", convs_per_stage)
         rng = as_generator(rng)
         self.widths = widths
+        self.num_stages = int(num_stages)
         channels = in_channels
-        for i, (width, count) in enumerate(zip(self.widths, convs_per_stage, strict=True), 1):
+        stages = zip(widths[:num_stages], convs_per_stage[:num_stages], strict=True)
+        for i, (width, count) in enumerate(stages, 1):
             padding = first_padding if i == 1 else 1
             block = conv_block(channels, width, count, dtype, rng, padding, batch_norm)
             setattr(self, f"conv{i}", block)
@@ -104,9 +117,10 @@ class VGGBackbone(Module):
             channels = width
 
     def stages(self) -> list[tuple[Sequential, MaxPool2d]]:
-        """[(conv1, pool1), ..., (conv5, pool5)]."""
+        """[(conv1, pool1), ..., (conv{num_stages}, pool{num_stages})]."""
         return [
-            (getattr(self, f"conv{i}"), getattr(self, f"pool{i}")) for i in range(1, NUM_STAGES + 1)
+            (getattr(self, f"conv{i}"), getattr(self, f"pool{i}"))
+            for i in range(1, self.num_stages + 1)
         ]
 
     def layers_to(self, stage: int) -> list[Module]:

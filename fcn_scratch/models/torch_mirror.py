@@ -134,16 +134,17 @@ class TorchUnpoolNet(torch.nn.Module):
         super().__init__()
         for name, child in model.named_children():
             self.add_module(name, torch_layer(child))
+        self.num_stages = model.encoder.num_stages
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         recorded = []
-        for i in range(1, 6):
+        for i in range(1, self.num_stages + 1):
             x = getattr(self.encoder, f"conv{i}")(x)
             size = x.shape[-2:]
             x, indices = getattr(self.encoder, f"pool{i}")(x)
             recorded.append((indices, size))
         x = self.fc7(self.fc6(x))
-        for i in range(5, 0, -1):
+        for i in range(self.num_stages, 0, -1):
             indices, size = recorded[i - 1]
             x = getattr(self, f"unpool{i}")(x, indices, output_size=size)
             x = getattr(self, f"dec{i}")(x)

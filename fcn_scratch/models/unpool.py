@@ -1,20 +1,28 @@
 """An unpooling encoder-decoder (SegNet / DeconvNet style): upsampling by recorded maxima.
 
-    encoder: conv1 -> pool1 -> ... -> conv5 -> pool5   (pools keep their argmax indices)
+    encoder: conv1 -> pool1 -> ... -> conv4 -> pool4   (pools keep their argmax indices)
     middle:  fc6 (3x3 conv) -> fc7 (1x1 conv)          (DeconvNet's fully connected layers)
-    decoder: unpool5 -> dec5 -> ... -> unpool1 -> dec1 -> score (1x1 conv)
+    decoder: unpool4 -> dec4 -> ... -> unpool1 -> dec1 -> score (1x1 conv)
 
 Every conv{i} and dec{i} is [Conv2d 3x3, BatchNorm2d, ReLU] x convs_per_stage[i-1]; fc6
 and fc7 are [Conv2d, BatchNorm2d, ReLU] too, fc6 widening to ``fc_width`` channels and fc7
-back to pool5's, as DeconvNet's convolutionalised fc6/fc7 sit between its halves. Each
-MaxUnpool2d puts the values back where pool{i} found its maxima, with the recorded
+back to the last pool's, as DeconvNet's convolutionalised fc6/fc7 sit between its halves.
+Each MaxUnpool2d puts the values back where pool{i} found its maxima, with the recorded
 pre-pooling size, so the output size equals the input size for any input, and ``dec{i}``
 fills in the zeros between them. The other upsampling of the paper: where the FCNs
 interpolate (transposed convolution), this one remembers where.
 
 Batch normalisation after every convolution is what makes this deep, skip-free path
-trainable (DeconvNet and SegNet both rely on it): without it the ten stages learn far
-more slowly than the FCNs (``batch_norm=False`` keeps that variant for comparison).
+trainable (DeconvNet and SegNet both rely on it): without it the stages learn far more
+slowly than the FCNs (``batch_norm=False`` keeps that variant for comparison).
+
+Four pooling stages by default (``num_stages``), as SegNet-Basic has, where the FCNs have
+five: with no skips, everything the decoder knows about a shape's class passes through
+the middle, and on a 64x64 image a fifth pooling leaves a 2x2 map whose cells (32 pixels)
+are larger than most shapes. Stopping at 1/16 keeps a 4x4 map; on ``fcn-scratch
+compare``'s budget that took held-out mean IU from 34 (five stages) to above FCN-8s's
+(the README's Results). ``widths`` and ``convs_per_stage`` still take five values, as
+for the FCNs (one configuration for every model); stages past ``num_stages`` are unused.
 """
 
 from collections.abc import Sequence
@@ -25,20 +33,21 @@ from fcn_scratch.autograd import Tensor
 from fcn_scratch.models.backbone import (
     DEFAULT_CONVS_PER_STAGE,
     DEFAULT_WIDTHS,
-    NUM_STAGES,
     VGGBackbone,
     conv_block,
 )
 from fcn_scratch.nn import BatchNorm2d, Conv2d, MaxUnpool2d, Module, ReLU, Sequential
 from fcn_scratch.nn.init import RngLike, as_generator
 
+DEFAULT_UNPOOL_STAGES = 4
+
 
 class UnpoolNet(Module):
     """x (N, C, H, W) -> logits (N, K, H, W).
 
-    dec{i} maps widths[i-1] to widths[i-2] channels (dec1 keeps widths[0]) with
-    convs_per_stage[i-1] 3x3 convs; fc6 / fc7: widths[4] -> fc_width -> widths[4] at
-    1/32; score maps widths[0] to num_classes.
+    With S = num_stages: dec{i} maps widths[i-1] to widths[i-2] channels (dec1 keeps
+    widths[0]) with convs_per_stage[i-1] 3x3 convs; fc6 / fc7: widths[S-1] -> fc_width
+    -> widths[S-1] at 1/2**S; score maps widths[0] to num_classes.
     """
 
     def __init__(
@@ -50,6 +59,7 @@ class UnpoolNet(Module):
         fc_width: int = 128,
         score_init: str = "kaiming_normal",
         batch_norm: bool = True,
+        num_stages: int = DEFAULT_UNPOOL_STAGES,
         dtype=np.float32,
         rng: RngLike = None,
     ) -> None:
@@ -62,13 +72,14 @@ class UnpoolNet(Module):
             convs_per_stage,
             return_indices=True,
             batch_norm=batch_norm,
+            num_stages=num_stages,
             dtype=dtype,
             rng=rng,
         )
-        w = self.encoder.widths
-        self.fc6 = self._layer(w[4], fc_width, 3, batch_norm, dtype, rng)
-        self.fc7 = self._layer(fc_width, w[4], 1, batch_norm, dtype, rng)
-        for i in range(NUM_STAGES, 0, -1):
+        w, last = self.encoder.widths, self.encoder.num_stages
+        self.fc6 = self._layer(w[last - 1], fc_width, 3, batch_norm, dtype, rng)
+        self.fc7 = self._layer(fc_width, w[last - 1], 1, batch_norm, dtype, rng)
+        for i in range(last, 0, -1):
             out = w[max(i - 2, 0)]
             count = int(convs_per_stage[i - 1])
             setattr(self, f"unpool{i}", MaxUnpool2d(2, 2))
@@ -91,8 +102,8 @@ class UnpoolNet(Module):
             size = x.shape[-2:]
             x, indices = pool(x)
             recorded.append((indices, size))
-        x = self.fc7(self.fc6(x))  # (N, widths[4], ~H/32, ~W/32)
-        for i in range(NUM_STAGES, 0, -1):
+        x = self.fc7(self.fc6(x))  # (N, widths[S-1], ~H/2**S, ~W/2**S)
+        for i in range(len(recorded), 0, -1):
             indices, size = recorded[i - 1]
             x = getattr(self, f"unpool{i}")(x, indices, output_size=size)
             x = getattr(self, f"dec{i}")(x)

@@ -33,7 +33,7 @@ FCN_KWARGS = (
     "learn_skip_upsampling",
     "preprocess",
 )
-UNPOOL_KWARGS = ("score_init",)
+UNPOOL_KWARGS = ("score_init", "num_stages")
 SHAPES_KWARGS = ("kinds", "min_shapes", "max_shapes", "radius", "noise", "texture")
 MIN_IMAGE_SIZE = 32  # the models' total stride: pool5 needs one whole cell of the image
 # ``fcn-scratch train --data DIR``: the fields not given on the command line or in --config.
