@@ -188,8 +188,8 @@ def test_checkpoint_keeps_buffers(tmp_path):
     trainer.fit()
     rebuilt = load_checkpoint(str(tmp_path / "checkpoint.npz")).build_model()
     ours = dict(trainer.model.named_buffers())
-    # 3 per BatchNorm2d, one per conv: 6 down (four stages of 1, 1, 2, 2), fc6, fc7, 6 up
-    assert len(ours) == 3 * (6 + 2 + 6)
+    # 3 per BatchNorm2d, one per conv: 4 down (three stages of 1, 1, 2), fc6, fc7, 4 up
+    assert len(ours) == 3 * (4 + 2 + 4)
     for name, value in rebuilt.named_buffers():
         np.testing.assert_array_equal(value, ours[name], err_msg=name)
     assert int(ours["encoder.conv1.1.num_batches_tracked"]) == 3  # 12 images, batch 4

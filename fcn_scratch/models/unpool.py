@@ -1,8 +1,8 @@
 """An unpooling encoder-decoder (SegNet / DeconvNet style): upsampling by recorded maxima.
 
-    encoder: conv1 -> pool1 -> ... -> conv4 -> pool4   (pools keep their argmax indices)
+    encoder: conv1 -> pool1 -> ... -> conv3 -> pool3   (pools keep their argmax indices)
     middle:  fc6 (3x3 conv) -> fc7 (1x1 conv)          (DeconvNet's fully connected layers)
-    decoder: unpool4 -> dec4 -> ... -> unpool1 -> dec1 -> score (1x1 conv)
+    decoder: unpool3 -> dec3 -> ... -> unpool1 -> dec1 -> score (1x1 conv)
 
 Every conv{i} and dec{i} is [Conv2d 3x3, BatchNorm2d, ReLU] x convs_per_stage[i-1]; fc6
 and fc7 are [Conv2d, BatchNorm2d, ReLU] too, fc6 widening to ``fc_width`` channels and fc7
@@ -16,13 +16,16 @@ Batch normalisation after every convolution is what makes this deep, skip-free p
 trainable (DeconvNet and SegNet both rely on it): without it the stages learn far more
 slowly than the FCNs (``batch_norm=False`` keeps that variant for comparison).
 
-Four pooling stages by default (``num_stages``), as SegNet-Basic has, where the FCNs have
-five: with no skips, everything the decoder knows about a shape's class passes through
-the middle, and on a 64x64 image a fifth pooling leaves a 2x2 map whose cells (32 pixels)
-are larger than most shapes. Stopping at 1/16 keeps a 4x4 map; on ``fcn-scratch
-compare``'s budget that took held-out mean IU from 34 (five stages) to above FCN-8s's
-(the README's Results). ``widths`` and ``convs_per_stage`` still take five values, as
-for the FCNs (one configuration for every model); stages past ``num_stages`` are unused.
+Three pooling stages by default (``num_stages``), where the FCNs have five: with no
+skips, everything the decoder knows about a shape's class passes through the middle, and
+on the 64x64 images of training a fifth pooling leaves a 2x2 map of 32-pixel cells,
+larger than most shapes. Stopping at 1/8 keeps an 8x8 map, the resolution of FCN-8s's
+finest skip, and fc6 there (with the training recipe's two convs in stage 3) still sees
+46x46 pixels, more than the largest shape. On ``fcn-scratch compare``'s budget, five
+stages reached a held-out mean IU of 34.0 and four 35.9; three: the README's Results.
+``widths`` and ``convs_per_stage`` still take five
+values, as for the FCNs (one configuration for every model); stages past ``num_stages``
+are unused.
 """
 
 from collections.abc import Sequence
@@ -39,7 +42,7 @@ from fcn_scratch.models.backbone import (
 from fcn_scratch.nn import BatchNorm2d, Conv2d, MaxUnpool2d, Module, ReLU, Sequential
 from fcn_scratch.nn.init import RngLike, as_generator
 
-DEFAULT_UNPOOL_STAGES = 4
+DEFAULT_UNPOOL_STAGES = 3
 
 
 class UnpoolNet(Module):
