@@ -40,11 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
-def test_im2col_matches_reference(k, s, p, d, shape, out, dtype):
-    x = randn(shape, dtype)
-    col = cpu.im2col(x, k, s, p, d, out)  # (N, C*KH*KW, OH*OW)
-    assert col.dtype == dtype
-    np.testing.assert_array_equal(col, ref.im2col(x, k, s, p, d, out))
+def test_im2col_col2im_match_reference(k, s, p, d, shape, out, dtype):
+    check_im2col_col2im(cpu, (k, s, p, d, shape, out, dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -67,16 +64,6 @@ def test_im2col_same_size_fast_path_matches_reference(kernel, padding, shape, dt
     np.testing.assert_array_equal(cpu.im2col(x, *args), ref.im2col(x, *args))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
-def test_col2im_matches_reference(k, s, p, d, shape, out, dtype):
-    n, c, h, w = shape
-    col = randn((n, c * k[0] * k[1], out[0] * out[1]), dtype)
-    x = cpu.col2im(col, (h, w), k, s, p, d, out)  # (N, C, H, W)
-    assert x.dtype == dtype
-    np.testing.assert_array_equal(x, ref.col2im(col, (h, w), k, s, p, d, out))
-
-
 @pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
 def test_im2col_col2im_adjoint(k, s, p, d, shape, out):
     """<im2col(x), y> = <x, col2im(y)> in float64."""
@@ -94,13 +81,8 @@ def test_im2col_col2im_adjoint(k, s, p, d, shape, out):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
-def test_maxpool2d_forward_matches_reference(k, s, p, d, shape, out, dtype):
-    x = distinct(shape, dtype)
-    y, idx = cpu.maxpool2d_forward(x, k, s, p, d, out)  # (N, C, OH, OW) twice
-    y_ref, idx_ref = ref.maxpool2d_forward(x, k, s, p, d, out)
-    assert y.dtype == dtype and idx.dtype == np.int64
-    np.testing.assert_array_equal(idx, idx_ref)
-    np.testing.assert_array_equal(y, y_ref)
+def test_pooling_matches_reference(k, s, p, d, shape, out, dtype):
+    check_pooling(cpu, (k, s, p, d, shape, out, dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -159,30 +141,6 @@ def test_relu_backward_matches_reference_and_zeroes_infinities(dtype):
     assert dx.dtype == dtype
     np.testing.assert_array_equal(dx, ref.relu_backward(dy, y))
     assert np.isfinite(dx).all() and (dx[y == 0] == 0).all() and (dx[y > 0] == dy[y > 0]).all()
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
-def test_maxpool2d_backward_matches_reference(k, s, p, d, shape, out, dtype):
-    _, idx = ref.maxpool2d_forward(distinct(shape, dtype), k, s, p, d, out)
-    dy = randn(idx.shape, dtype)
-    dx = cpu.maxpool2d_backward(dy, idx, shape[2:])  # (N, C, H, W)
-    assert dx.dtype == dtype
-    np.testing.assert_array_equal(dx, ref.maxpool2d_backward(dy, idx, shape[2:]))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k, s, p, d, shape, out", POOL)
-def test_maxunpool2d_matches_reference(k, s, p, d, shape, out, dtype):
-    """Unpool with the indices max pooling recorded (overlapping windows share indices)."""
-    _, idx = ref.maxpool2d_forward(distinct(shape, dtype), k, s, p, d, out)
-    x = randn(idx.shape, dtype)
-    y = cpu.maxunpool2d_forward(x, idx, shape[2:])  # (N, C, H, W)
-    np.testing.assert_array_equal(y, ref.maxunpool2d_forward(x, idx, shape[2:]))
-    dy = randn(shape, dtype, seed=4)
-    np.testing.assert_array_equal(
-        cpu.maxunpool2d_backward(dy, idx), ref.maxunpool2d_backward(dy, idx)
-    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
