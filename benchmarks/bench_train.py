@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from fcn_scratch.commands.bench import SETTLE
+
 
 def peak_rss_mb() -> float:
     """The process's peak resident set so far (VmHWM), in MiB."""
@@ -40,9 +42,6 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-SETTLE = 0.3  # seconds
 
 
 class Turns:
