@@ -30,6 +30,16 @@ def for_array(a) -> ModuleType:
     return cpu
 
 
+def winograd_for(a) -> ModuleType | None:
+    """The Winograd tile kernels for ``a`` when the Numba backend runs it, else None (they
+    exist on the CPU only; see ``fcn_scratch.ops.winograd``)."""
+    if is_cuda_array(a) or _host is not None:
+        return None
+    from fcn_scratch.kernels import winograd
+
+    return winograd
+
+
 @contextmanager
 def using(module: ModuleType) -> Iterator[None]:
     """Within the block, the ops run NumPy arrays on ``module`` (e.g. ``reference``)."""

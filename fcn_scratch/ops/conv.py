@@ -3,6 +3,11 @@
     conv2d            y = W @ im2col(x)          (one GEMM per image)
     conv_transpose2d  y = col2im(W^T @ x)        (the adjoint of conv2d: no zero insertion)
 
+On the CPU a 3x3 convolution with stride 1 and padding 1 over at least 32 channels (the
+FCN backbones' layers) runs by Winograd's minimal filtering instead, with 2.25x fewer
+multiply-adds: see ``fcn_scratch.ops.winograd``. im2col remains the reference path, the
+GPU's path and every other convolution's.
+
 A 1x1 convolution with stride 1 and no padding has im2col(x) = x (one column per pixel):
 x is used as it is, and its col2im is a reshape.
 
@@ -25,6 +30,7 @@ from typing import NamedTuple
 from fcn_scratch import kernels
 from fcn_scratch.arguments import pair
 from fcn_scratch.device import array_module, same_device
+from fcn_scratch.ops import winograd
 from fcn_scratch.ops.shapes import (
     check_ndim,
     check_not_empty,
@@ -76,6 +82,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1):
     C_out = w.shape[0]
     kernel = (w.shape[2], w.shape[3])
     OH, OW = conv_out_size(op, (H, W), kernel, stride, padding, dilation)
+    if winograd.applies(x, w, stride, padding, dilation):
+        return winograd.conv3x3_forward(x, w, b)
     geometry = (kernel, stride, padding, dilation)
     col = _im2col(x, geometry, (OH, OW))  # (N, C_in*KH*KW, OH*OW)
     y = w.reshape(C_out, -1) @ col  # (N, C_out, OH*OW)
@@ -88,6 +96,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1):
 def conv2d_backward(dy, ctx, need_dx=True, need_dw=True):
     """dy: (N, C_out, OH, OW) -> (dx (N, C_in, H, W), dw like w, db (C_out,) or None);
     dx or dw is None when not needed."""
+    if isinstance(ctx, winograd.WinogradCtx):
+        return winograd.conv3x3_backward(dy, ctx, need_dx, need_dw)
     N, C_out = dy.shape[:2]
     dy = dy.reshape(N, C_out, -1)  # (N, C_out, OH*OW)
     dx = dw = None

@@ -1,0 +1,179 @@
+"""3x3 convolutions with stride 1 and padding 1 by Winograd's minimal filtering, F(2x2, 3x3).
+
+The FCNs' backbones are made of these "same" convolutions, and on the CPU they run this
+way (``conv2d`` picks it; im2col stays the reference and the GPU's path). The idea, in one
+dimension: two outputs of a 3-tap filter g over four inputs d,
+
+    y0 = d0 g0 + d1 g1 + d2 g2        y1 = d1 g0 + d2 g1 + d3 g2      (6 multiplications)
+
+are also y0 = m1 + m2 + m3 and y1 = m2 - m3 - m4 with
+
+    m1 = (d0 - d2) g0                 m2 = (d1 + d2) (g0 + g1 + g2) / 2
+    m4 = (d1 - d3) g2                 m3 = (d2 - d1) (g0 - g1 + g2) / 2   (4 multiplications)
+
+that is y = A^T [(G g) * (B^T d)], with * elementwise and
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+In two dimensions a 4x4 input tile d gives a 2x2 output tile Y = A^T [U * V] A with
+U = G g G^T and V = B^T d B: 16 multiplications instead of 36. Over channels the products
+add up, so for every one of the 16 positions it is a matrix product:
+
+    V: (16, tiles, C_in)   U: (16, C_in, C_out)   M = V @ U: (16, tiles, C_out)
+
+2.25 times fewer multiply-adds than im2col's GEMM, and the transformed input is 4 times
+the input where im2col's columns are 9 times. The tiles of the output do not overlap; the
+4x4 input windows of neighbouring tiles overlap by 2, which is where B^T d B's extra adds
+go. Every step is linear, so the backward is the same steps transposed:
+
+    dM = A dY A^T                         (the output transform, transposed)
+    dU = dM @ V^T,   dw = G^T dU G        (per position, then back to 3x3)
+    dV = U^T @ dM,   dx = sum of B dV B^T over the overlapping windows
+
+The results differ from the direct sum by rounding only (in float32 a few 1e-7 relative
+to the largest output; float64 passes the same gradient check as im2col). One difference
+beyond rounding: an infinite input pixel makes its whole 2x2 output tile NaN (the
+transforms subtract it from itself), where the direct sum gives inf or NaN only where the
+kernel covers it; a network that has met an inf is lost either way.
+
+The tile loops are Numba kernels (``fcn_scratch.kernels.winograd``), which keep the
+channels last so that each loop runs over a whole row of tiles; the GEMMs are NumPy's. The
+transforms cost the same per pixel whatever the channel count, so below ``MIN_CHANNELS``
+im2col is the faster of the two and conv2d keeps it.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from fcn_scratch import kernels
+
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # (4, 3)
+
+
+class WinogradCtx(NamedTuple):
+    V: object  # the input tiles, (16, tiles, C_in)
+    U: object  # the weight tiles, (16, C_in, C_out)
+    w: object  # the weight, as given
+    has_bias: bool
+
+
+# Below this many input channels im2col is faster: the 16 products are matrix products over
+# the channels, too short to run at speed, while the tile transforms cost the same per
+# pixel (measured on the default model's layers, batch 4 and 8: from 3 and 16 channels
+# 1.0-1.9x im2col's time, from 32, 48 and 64 0.45-0.8x).
+MIN_CHANNELS = 32
+
+
+def applies(x, w, stride, padding, dilation) -> bool:
+    """Whether conv2d runs this way: a 3x3 kernel, stride 1, padding 1, no dilation, at
+    least ``MIN_CHANNELS`` input channels, and the CPU kernels in use (not the GPU, nor
+    another host backend chosen with ``kernels.using``)."""
+    return (
+        w.shape[1] >= MIN_CHANNELS
+        and tuple(w.shape[2:]) == (3, 3)
+        and stride == dilation == (1, 1)
+        and padding == (1, 1)
+        and kernels.winograd_for(x) is not None
+    )
+
+
+def tile_count(N, H, W):
+    """The number of 2x2 output tiles of N images of H x W: N * ceil(H/2) * ceil(W/2)."""
+    return N * ((H + 1) // 2) * ((W + 1) // 2)
+
+
+def tile_rows(count, channels, dtype):
+    """An empty (16, count * channels + pad) array for transformed tiles (the kernels'
+    layout), padded so that its 16 rows do not start at multiples of 4 KiB apart: the tile
+    kernels touch all 16 at once, and 16 streams at such distances share a handful of
+    cache sets and evict each other (that made the kernels 3-7x slower). The pad is one
+    cache line."""
+    return np.empty((16, count * channels + 64 // np.dtype(dtype).itemsize), dtype=dtype)
+
+
+def as_tiles(rows, count, channels):
+    """The (16, count, channels) view of ``tile_rows``: 16 matrices for matmul."""
+    return rows[:, : count * channels].reshape(16, count, channels)
+
+
+def split_rows(x, pad):
+    """x: (N, C, H, W) -> its split rows (see ``kernels.winograd``), padded by ``pad`` (1
+    for the input, with its border of zeros; 0 for dy) and zero past odd edges:
+    (N, 2*TH + 2*pad, 2*(TW + pad)*C)."""
+    N, C, H, W = x.shape
+    s = np.zeros((N, 2 * ((H + 1) // 2 + pad), 2, (W + 1) // 2 + pad, C), dtype=x.dtype)
+    kernels.winograd_for(x).to_split_rows(np.ascontiguousarray(x), pad, s)
+    return s.reshape(N, s.shape[1], -1)
+
+
+def merge_rows(s, out, pad):
+    """``split_rows`` undone: s (N, rows, 2*cols*C) -> out (N, C, H, W), in place."""
+    N, C = out.shape[:2]
+    s = s.reshape(N, s.shape[1], 2, -1, C)
+    kernels.winograd_for(out).from_split_rows(s, pad, out)
+    return out
+
+
+# G (x) G: row 4i + j, column 3k + l holds G[i, k] G[j, l], so that the 16 entries of
+# G g G^T are this matrix times the 9 entries of g.
+_GG = np.kron(_G, _G)  # (16, 9)
+
+
+def weight_tiles(w):
+    """w: (C_out, C_in, 3, 3) -> U: (16, C_in, C_out), U[4i + j] = (G g G^T)[i, j]
+    (a transposed view)."""
+    O, C = w.shape[:2]
+    U = _GG.astype(w.dtype) @ w.reshape(O * C, 9).T  # (16, O*C)
+    return U.reshape(16, O, C).transpose(0, 2, 1)
+
+
+def weight_grad(dU, shape):
+    """dU: (16, C_in, C_out) -> dw: (C_out, C_in, 3, 3), G^T dU G: the adjoint of
+    ``weight_tiles``."""
+    dw = _GG.T.astype(dU.dtype) @ dU.transpose(0, 2, 1).reshape(16, -1)  # (9, O*C)
+    return np.ascontiguousarray(dw.T).reshape(shape)
+
+
+def conv3x3_forward(x, w, b):
+    """x: (N, C_in, H, W), w: (C_out, C_in, 3, 3), b: (C_out,) or None ->
+    (y (N, C_out, H, W), ctx)."""
+    k = kernels.winograd_for(x)
+    N, C_in, H, W = x.shape
+    C_out = w.shape[0]
+    T = tile_count(N, H, W)
+    V = tile_rows(T, C_in, x.dtype)
+    k.input_tiles(split_rows(x, 1), C_in, V)
+    V = as_tiles(V, T, C_in)
+    U = weight_tiles(w)
+    M = tile_rows(T, C_out, x.dtype)
+    np.matmul(V, U, out=as_tiles(M, T, C_out))
+    ys = np.empty((N, 2 * ((H + 1) // 2), 2 * ((W + 1) // 2) * C_out), dtype=x.dtype)
+    k.output_tiles(M, C_out, ys)
+    y = merge_rows(ys, np.empty((N, C_out, H, W), dtype=x.dtype), 0)
+    if b is not None:
+        y += b.reshape(1, C_out, 1, 1)
+    return y, WinogradCtx(V, U, w, b is not None)
+
+
+def conv3x3_backward(dy, ctx, need_dx=True, need_dw=True):
+    """dy: (N, C_out, H, W) -> (dx, dw, db) as ``conv.conv2d_backward``."""
+    k = kernels.winograd_for(dy)
+    N, C_out, H, W = dy.shape
+    C_in, T = ctx.w.shape[1], tile_count(N, H, W)
+    dx = dw = None
+    dM = tile_rows(T, C_out, dy.dtype)
+    k.output_grad_tiles(split_rows(dy, 0), C_out, dM)
+    dM = as_tiles(dM, T, C_out)
+    if need_dw:
+        dw = weight_grad(ctx.V.transpose(0, 2, 1) @ dM, ctx.w.shape)
+    if need_dx:
+        dV = tile_rows(T, C_in, dy.dtype)
+        np.matmul(dM, ctx.U.transpose(0, 2, 1), out=as_tiles(dV, T, C_in))
+        dxs = np.zeros((N, 2 * ((H + 1) // 2) + 2, 2 * ((W + 1) // 2 + 1) * C_in), dy.dtype)
+        k.input_grad_tiles(dV, C_in, dxs)
+        dx = merge_rows(dxs, np.empty((N, C_in, H, W), dtype=dy.dtype), 1)
+    db = dy.sum(axis=(0, 2, 3)) if ctx.has_bias else None
+    return dx, dw, db

@@ -1,0 +1,106 @@
+"""The Winograd F(2x2, 3x3) path of conv2d (fcn_scratch.ops.winograd): when it is taken,
+and that it computes what im2col computes, forward and backward, for any image size."""
+
+import numpy as np
+import pytest
+
+from fcn_scratch import kernels
+from fcn_scratch.kernels import reference
+from fcn_scratch.ops import conv, winograd
+
+C = winograd.MIN_CHANNELS
+
+
+def _both(x, w, b, dy, need_dx=True, need_dw=True):
+    """(y, dx, dw, db) by the default path and by the reference kernels' im2col."""
+    y, ctx = conv.conv2d_forward(x, w, b, 1, 1)
+    grads = conv.conv2d_backward(dy, ctx, need_dx, need_dw)
+    with kernels.using(reference):
+        y_ref, ctx_ref = conv.conv2d_forward(x, w, b, 1, 1)
+        grads_ref = conv.conv2d_backward(dy, ctx_ref, need_dx, need_dw)
+    return ctx, (y, *grads), (y_ref, *grads_ref)
+
+
+def _inputs(rng, shape, c_out, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((c_out, shape[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    dy = rng.standard_normal((shape[0], c_out, *shape[2:])).astype(dtype)
+    return x, w, b, dy
+
+
+@pytest.mark.parametrize(
+    "shape, c_out",
+    [
+        ((2, C, 6, 8), 3),  # even sizes
+        ((3, C + 3, 5, 7), 4),  # odd sizes: the last row and column of tiles are cut
+        ((1, C, 1, 1), 1),  # one pixel: one tile, mostly padding
+        ((2, C, 1, 6), 2),
+        ((2, C, 7, 1), 2),
+        ((1, 2 * C, 2, 3), 5),
+    ],
+)
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 3e-6)])
+def test_matches_im2col(rng, shape, c_out, dtype, tol):
+    ctx, ours, ref = _both(*_inputs(rng, shape, c_out, dtype))
+    assert isinstance(ctx, winograd.WinogradCtx)
+    for name, a, r in zip(("y", "dx", "dw", "db"), ours, ref):
+        assert a.shape == r.shape and a.dtype == dtype, name
+        scale = np.abs(r).max()
+        assert np.abs(a - r).max() <= tol * scale, (name, np.abs(a - r).max() / scale)
+
+
+def test_gradients_not_asked_for_are_none(rng):
+    x, w, b, dy = _inputs(rng, (2, C, 4, 4), 3, np.float32)
+    ctx, ours, ref = _both(x, w, None, dy, need_dx=False)
+    assert ours[1] is None and ours[3] is None
+    np.testing.assert_allclose(ours[2], ref[2], rtol=1e-5, atol=1e-5)
+    ctx, ours, ref = _both(x, w, b, dy, need_dw=False)
+    assert ours[2] is None
+    np.testing.assert_allclose(ours[1], ref[1], rtol=1e-5, atol=1e-5)
+
+
+def test_deterministic_and_takes_views(rng):
+    x, w, b, dy = _inputs(rng, (2, C, 6, 5), 3, np.float32)
+    y1, ctx1 = conv.conv2d_forward(x, w, b, 1, 1)
+    y2, ctx2 = conv.conv2d_forward(np.asfortranarray(x), w, b, 1, 1)
+    assert np.array_equal(y1, y2)
+    g1 = conv.conv2d_backward(dy, ctx1)
+    g2 = conv.conv2d_backward(dy[:, :, ::-1, :][:, :, ::-1, :], ctx2)
+    for a, c in zip(g1, g2):
+        assert np.array_equal(a, c)
+
+
+@pytest.mark.parametrize(
+    "c_in, kernel, stride, padding, dilation",
+    [
+        (C - 1, 3, 1, 1, 1),  # too few channels: im2col is faster there
+        (C, 3, 2, 1, 1),
+        (C, 3, 1, 0, 1),
+        (C, 3, 1, 2, 2),
+        (C, 5, 1, 1, 1),
+        (C, 1, 1, 0, 1),
+    ],
+)
+def test_other_convolutions_take_im2col(rng, c_in, kernel, stride, padding, dilation):
+    x = rng.standard_normal((1, c_in, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((2, c_in, kernel, kernel)).astype(np.float32)
+    _, ctx = conv.conv2d_forward(x, w, None, stride, padding, dilation)
+    assert isinstance(ctx, conv.ConvCtx)
+
+
+def test_other_backends_take_im2col(rng):
+    x, w, b, _ = _inputs(rng, (1, C, 4, 4), 2, np.float32)
+    with kernels.using(reference):
+        _, ctx = conv.conv2d_forward(x, w, b, 1, 1)
+    assert isinstance(ctx, conv.ConvCtx)
+
+
+def test_weight_transform_and_its_adjoint(rng):
+    """<weight_tiles(w), dU> = <w, weight_grad(dU)>, and U[4i + j] = (G g G^T)[i, j]."""
+    w = rng.standard_normal((3, 5, 3, 3))
+    dU = rng.standard_normal((16, 5, 3))
+    U = winograd.weight_tiles(w)
+    assert np.isclose(np.sum(U * dU), np.sum(w * winograd.weight_grad(dU, w.shape)))
+    G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    np.testing.assert_allclose(U[:, 4, 2].reshape(4, 4), G @ w[2, 4] @ G.T, rtol=1e-14)
