@@ -26,6 +26,7 @@ statistics are taken over the whole batch) runs in one lane, with BLAS using eve
 
 import copy
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import cache
 
@@ -51,6 +52,16 @@ def limit_threads(n: int) -> None:
 def thread_count() -> int:
     """The number of threads the package may use (``limit_threads``; default: all cores)."""
     return _threads
+
+
+_lane = threading.local()  # .active: this thread is running a lane of ``Lanes.run``
+
+
+def on_one_thread() -> bool:
+    """Whether the calling code computes on one thread: inside a lane, or everywhere after
+    ``limit_threads(1)``. Elsewhere one piece of work has every thread (through BLAS).
+    conv2d picks its algorithm by this (``fcn_scratch.ops.winograd``)."""
+    return _threads == 1 or getattr(_lane, "active", False)
 
 
 def lane_count(model, device: str) -> int:
@@ -155,7 +166,11 @@ def _in_lane(fn, seed: int):
     """``fn`` run as lane i: dropout in this thread draws from the generator (seed, i)."""
 
     def lane(i, model, *arrays):
-        with random.lane_generator(seed, i):
-            return fn(model, *arrays)
+        _lane.active = True
+        try:
+            with random.lane_generator(seed, i):
+                return fn(model, *arrays)
+        finally:
+            _lane.active = False
 
     return lane

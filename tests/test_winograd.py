@@ -4,11 +4,20 @@ and that it computes what im2col computes, forward and backward, for any image s
 import numpy as np
 import pytest
 
-from fcn_scratch import kernels
+from fcn_scratch import functional as F
+from fcn_scratch import gradcheck, kernels, parallel
 from fcn_scratch.kernels import reference
+from fcn_scratch.nn import Conv2d
 from fcn_scratch.ops import conv, winograd
 
 C = winograd.MIN_CHANNELS
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The path is taken where a convolution runs on one thread (conftest restores the
+    limit afterwards)."""
+    parallel.limit_threads(1)
 
 
 def _both(x, w, b, dy, need_dx=True, need_dw=True):
@@ -87,6 +96,27 @@ def test_other_convolutions_take_im2col(rng, c_in, kernel, stride, padding, dila
     w = rng.standard_normal((2, c_in, kernel, kernel)).astype(np.float32)
     _, ctx = conv.conv2d_forward(x, w, None, stride, padding, dilation)
     assert isinstance(ctx, conv.ConvCtx)
+
+
+def test_a_convolution_with_every_thread_takes_im2col_and_a_lane_winograd(rng):
+    x, w, b, _ = _inputs(rng, (2, C, 4, 4), 2, np.float32)
+    parallel.limit_threads(2)
+    _, ctx = conv.conv2d_forward(x, w, b, 1, 1)
+    assert isinstance(ctx, conv.ConvCtx)
+    lanes = parallel.Lanes(Conv2d(C, 2, 3, padding=1), 2)
+    try:
+        kinds = lanes.run(lambda _, xs: type(conv.conv2d_forward(xs, w, b, 1, 1)[1]), x)
+    finally:
+        lanes.close()
+    assert kinds == [winograd.WinogradCtx] * 2
+
+
+def test_gradcheck_float64(rng):
+    result = gradcheck(
+        lambda x, w, b: F.conv2d(x, w, b, padding=1),
+        [rng.standard_normal((2, C, 3, 4)), rng.standard_normal((3, C, 3, 3)), np.ones(3)],
+    )
+    assert result.passed, result
 
 
 def test_other_backends_take_im2col(rng):

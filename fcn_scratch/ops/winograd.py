@@ -48,7 +48,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fcn_scratch import kernels
+from fcn_scratch import kernels, parallel
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # (4, 3)
 
@@ -62,21 +62,27 @@ class WinogradCtx(NamedTuple):
 
 # Below this many input channels im2col is faster: the 16 products are matrix products over
 # the channels, too short to run at speed, while the tile transforms cost the same per
-# pixel (measured on the default model's layers, batch 4 and 8: from 3 and 16 channels
-# 1.0-1.9x im2col's time, from 32, 48 and 64 0.45-0.8x).
+# pixel (measured on the default model's layers, batch 4 and 8, one thread: from 3 and 16
+# channels 1.0-1.9x im2col's time, from 32, 48 and 64 0.45-0.8x).
 MIN_CHANNELS = 32
 
 
 def applies(x, w, stride, padding, dilation) -> bool:
     """Whether conv2d runs this way: a 3x3 kernel, stride 1, padding 1, no dilation, at
-    least ``MIN_CHANNELS`` input channels, and the CPU kernels in use (not the GPU, nor
-    another host backend chosen with ``kernels.using``)."""
+    least ``MIN_CHANNELS`` input channels, the CPU kernels in use (not the GPU, nor another
+    host backend chosen with ``kernels.using``), and one thread to run it (a training lane,
+    or ``--threads 1``). The tile transforms run on one thread, so where one convolution
+    has every core (a single op, a batch of one, a model with batch norm) im2col with a
+    multi-threaded GEMM is often the faster: with 2 threads, Winograd took 1.4x im2col's
+    time from 32 channels at 64x64 (batch 16) and 1.8x from 64 channels at 250x250 (batch
+    1), though 0.7-0.95x from 64-512 channels on smaller maps."""
     return (
         w.shape[1] >= MIN_CHANNELS
         and tuple(w.shape[2:]) == (3, 3)
         and stride == dilation == (1, 1)
         and padding == (1, 1)
         and kernels.winograd_for(x) is not None
+        and parallel.on_one_thread()
     )
 
 
