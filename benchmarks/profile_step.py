@@ -4,8 +4,8 @@
 
 Wraps the ops and kernels with timers (the wrappers cost about a microsecond per call) and
 prints milliseconds per step by part: the convolutions' GEMMs (what is left of the conv ops
-once their kernels are taken out), im2col/col2im, max pooling, ReLU, the loss, the
-optimiser, and the rest (autograd, module calls, Python).
+once their kernels are taken out), im2col/col2im, Winograd's tile transforms, max pooling,
+ReLU, the loss, the optimiser, and the rest (autograd, module calls, Python).
 """
 
 import argparse
@@ -16,7 +16,7 @@ from collections import defaultdict
 import numpy as np
 
 from fcn_scratch import optim
-from fcn_scratch.kernels import cpu
+from fcn_scratch.kernels import cpu, winograd
 from fcn_scratch.ops import activation, conv, loss, pool
 from fcn_scratch.parallel import limit_threads
 from fcn_scratch.train import TrainConfig, Trainer
@@ -29,6 +29,17 @@ PARTS = {
         (conv, "conv_transpose2d_backward"),
     ],
     "im2col / col2im": [(cpu, "im2col"), (cpu, "col2im")],
+    "Winograd tile transforms": [
+        (winograd, name)
+        for name in (
+            "input_tiles",
+            "output_tiles",
+            "output_grad_tiles",
+            "input_grad_tiles",
+            "to_split_rows",
+            "from_split_rows",
+        )
+    ],
     "max pooling": [(pool, "max_pool2d_forward"), (pool, "max_pool2d_backward")],
     "ReLU": [(activation, "relu_forward"), (activation, "relu_backward")],
     "cross-entropy": [(loss, "cross_entropy_forward"), (loss, "cross_entropy_backward")],
@@ -63,12 +74,12 @@ def main(argv: list[str]) -> int:
     for _ in range(args.steps):
         step()
     total = (time.perf_counter() - start) / args.steps * 1e3
-    # the conv ops' time includes their kernels': count those once, under im2col / col2im
+    # the conv ops' time includes their kernels': count those once, under their own parts
     print(f"one step, default model, batch {args.batch}, 1 thread: {total:.1f} ms\n")
     print("| part | ms per step | share |")
     print("|---|---:|---:|")
     rows = {part: seconds / args.steps * 1e3 for part, seconds in spent.items()}
-    rows["conv GEMMs, bias, reshapes"] -= rows["im2col / col2im"]
+    rows["conv GEMMs, bias, reshapes"] -= rows["im2col / col2im"] + rows["Winograd tile transforms"]
     rows["rest (autograd, modules, Python)"] = total - sum(rows.values())
     for part, ms in rows.items():
         print(f"| {part} | {ms:.1f} | {ms / total:.0%} |")
