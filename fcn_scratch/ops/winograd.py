@@ -1,8 +1,9 @@
 """3x3 convolutions with stride 1 and padding 1 by Winograd's minimal filtering, F(2x2, 3x3).
 
-The FCNs' backbones are made of these "same" convolutions, and on the CPU they run this
-way (``conv2d`` picks it; im2col stays the reference and the GPU's path). The idea, in one
-dimension: two outputs of a 3-tap filter g over four inputs d,
+The FCNs' backbones are made of these "same" convolutions, and on the CPU, on one thread,
+those with at least ``MIN_CHANNELS`` input channels run this way (``conv2d`` asks
+``applies``; im2col stays the reference, the GPU's path and every other convolution's).
+The idea, in one dimension: two outputs of a 3-tap filter g over four inputs d,
 
     y0 = d0 g0 + d1 g1 + d2 g2        y1 = d1 g0 + d2 g1 + d3 g2      (6 multiplications)
 
@@ -29,8 +30,8 @@ the input where im2col's columns are 9 times. The tiles of the output do not ove
 go. Every step is linear, so the backward is the same steps transposed:
 
     dM = A dY A^T                         (the output transform, transposed)
-    dU = dM @ V^T,   dw = G^T dU G        (per position, then back to 3x3)
-    dV = U^T @ dM,   dx = sum of B dV B^T over the overlapping windows
+    dU = V^T @ dM,   dw = G^T dU G        (per position, then back to 3x3)
+    dV = dM @ U^T,   dx = sum of B dV B^T over the overlapping windows
 
 The results differ from the direct sum by rounding only (in float32 a few 1e-7 relative
 to the largest output; float64 passes the same gradient check as im2col). One difference
