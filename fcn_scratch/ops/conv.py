@@ -3,9 +3,10 @@
     conv2d            y = W @ im2col(x)          (one GEMM per image)
     conv_transpose2d  y = col2im(W^T @ x)        (the adjoint of conv2d: no zero insertion)
 
-On the CPU a 3x3 convolution with stride 1 and padding 1 over at least 32 channels (the
-FCN backbones' layers) runs by Winograd's minimal filtering instead, with 2.25x fewer
-multiply-adds: see ``fcn_scratch.ops.winograd``. im2col remains the reference path, the
+On the CPU, on one thread (a training lane, or ``--threads 1``), a 3x3 convolution with
+stride 1 and padding 1 over at least 32 channels (the FCN backbones' layers) runs by
+Winograd's minimal filtering instead, with 2.25x fewer multiply-adds: see
+``fcn_scratch.ops.winograd``. im2col remains the reference path, the
 GPU's path and every other convolution's.
 
 A 1x1 convolution with stride 1 and no padding has im2col(x) = x (one column per pixel):

@@ -87,9 +87,15 @@ def applies(x, w, stride, padding, dilation) -> bool:
     )
 
 
+def tile_grid(H, W):
+    """The 2x2 output tiles of an H x W image: (ceil(H/2), ceil(W/2)) of them."""
+    return (H + 1) // 2, (W + 1) // 2
+
+
 def tile_count(N, H, W):
-    """The number of 2x2 output tiles of N images of H x W: N * ceil(H/2) * ceil(W/2)."""
-    return N * ((H + 1) // 2) * ((W + 1) // 2)
+    """The number of 2x2 output tiles of N images of H x W."""
+    TH, TW = tile_grid(H, W)
+    return N * TH * TW
 
 
 def tile_rows(count, channels, dtype):
@@ -106,21 +112,27 @@ def as_tiles(rows, count, channels):
     return rows[:, : count * channels].reshape(16, count, channels)
 
 
-def split_rows(x, pad):
-    """x: (N, C, H, W) -> its split rows (see ``kernels.winograd``), padded by ``pad`` (1
-    for the input, with its border of zeros; 0 for dy) and zero past odd edges:
-    (N, 2*TH + 2*pad, 2*(TW + pad)*C)."""
+def split_array(N, C, H, W, pad, fill=np.empty, dtype=np.float32):
+    """A (N, 2*TH + 2*pad, 2*(TW + pad)*C) array for the split rows (see
+    ``kernels.winograd``) of N images of C x H x W padded by ``pad``, made by ``fill``
+    (``np.zeros`` where the padding and the odd edges must read 0)."""
+    TH, TW = tile_grid(H, W)
+    return fill((N, 2 * (TH + pad), 2 * (TW + pad) * C), dtype=dtype)
+
+
+def split_rows(k, x, pad):
+    """x: (N, C, H, W) -> its split rows, padded by ``pad`` (1 for the input, with its
+    border of zeros; 0 for dy) and zero past odd edges, by the kernels ``k``."""
     N, C, H, W = x.shape
-    s = np.zeros((N, 2 * ((H + 1) // 2 + pad), 2, (W + 1) // 2 + pad, C), dtype=x.dtype)
-    kernels.winograd_for(x).to_split_rows(np.ascontiguousarray(x), pad, s)
-    return s.reshape(N, s.shape[1], -1)
+    s = split_array(N, C, H, W, pad, np.zeros, x.dtype)
+    k.to_split_rows(np.ascontiguousarray(x), pad, s.reshape(N, s.shape[1], 2, -1, C))
+    return s
 
 
-def merge_rows(s, out, pad):
+def merge_rows(k, s, out, pad):
     """``split_rows`` undone: s (N, rows, 2*cols*C) -> out (N, C, H, W), in place."""
     N, C = out.shape[:2]
-    s = s.reshape(N, s.shape[1], 2, -1, C)
-    kernels.winograd_for(out).from_split_rows(s, pad, out)
+    k.from_split_rows(s.reshape(N, s.shape[1], 2, -1, C), pad, out)
     return out
 
 
@@ -152,14 +164,14 @@ def conv3x3_forward(x, w, b):
     C_out = w.shape[0]
     T = tile_count(N, H, W)
     V = tile_rows(T, C_in, x.dtype)
-    k.input_tiles(split_rows(x, 1), C_in, V)
+    k.input_tiles(split_rows(k, x, 1), C_in, V)
     V = as_tiles(V, T, C_in)
     U = weight_tiles(w)
     M = tile_rows(T, C_out, x.dtype)
     np.matmul(V, U, out=as_tiles(M, T, C_out))
-    ys = np.empty((N, 2 * ((H + 1) // 2), 2 * ((W + 1) // 2) * C_out), dtype=x.dtype)
+    ys = split_array(N, C_out, H, W, 0, dtype=x.dtype)
     k.output_tiles(M, C_out, ys)
-    y = merge_rows(ys, np.empty((N, C_out, H, W), dtype=x.dtype), 0)
+    y = merge_rows(k, ys, np.empty((N, C_out, H, W), dtype=x.dtype), 0)
     if b is not None:
         y += b.reshape(1, C_out, 1, 1)
     return y, WinogradCtx(V, U, w, b is not None)
@@ -172,15 +184,15 @@ def conv3x3_backward(dy, ctx, need_dx=True, need_dw=True):
     C_in, T = ctx.w.shape[1], tile_count(N, H, W)
     dx = dw = None
     dM = tile_rows(T, C_out, dy.dtype)
-    k.output_grad_tiles(split_rows(dy, 0), C_out, dM)
+    k.output_grad_tiles(split_rows(k, dy, 0), C_out, dM)
     dM = as_tiles(dM, T, C_out)
     if need_dw:
         dw = weight_grad(ctx.V.transpose(0, 2, 1) @ dM, ctx.w.shape)
     if need_dx:
         dV = tile_rows(T, C_in, dy.dtype)
         np.matmul(dM, ctx.U.transpose(0, 2, 1), out=as_tiles(dV, T, C_in))
-        dxs = np.zeros((N, 2 * ((H + 1) // 2) + 2, 2 * ((W + 1) // 2 + 1) * C_in), dy.dtype)
+        dxs = split_array(N, C_in, H, W, 1, np.zeros, dy.dtype)
         k.input_grad_tiles(dV, C_in, dxs)
-        dx = merge_rows(dxs, np.empty((N, C_in, H, W), dtype=dy.dtype), 1)
+        dx = merge_rows(k, dxs, np.empty((N, C_in, H, W), dtype=dy.dtype), 1)
     db = dy.sum(axis=(0, 2, 3)) if ctx.has_bias else None
     return dx, dw, db
