@@ -14,7 +14,15 @@ from fcn_scratch.data import (
     overlay,
     voc_palette,
 )
-from fcn_scratch.data.render import KINDS, ShapeParams, draw_shapes, ignore_band, signed_distance
+from fcn_scratch.data.render import (
+    KINDS,
+    ShapeParams,
+    draw_shapes,
+    draw_shapes_reference,
+    ignore_band,
+    signed_distance,
+)
+from fcn_scratch.data.shapes import background, sample_params
 
 # ---- synthetic shapes --------------------------------------------------------------------
 
@@ -337,3 +345,20 @@ def test_colorize_and_overlay():
     out = overlay(image, label, alpha=0.5)
     assert out.dtype == np.uint8 and out[0, 0].tolist() == [255, 255, 255]  # background kept
     assert out[0, 1].tolist() == [192, 128, 128]  # half white, half (128, 0, 0)
+
+
+@pytest.mark.parametrize("size, kinds", [((64, 64), KINDS), ((23, 41), ("triangle", "circle"))])
+def test_draw_shapes_equals_the_numpy_reference_bit_for_bit(size, kinds):
+    # every kind, radii from tiny to half the image, shapes past the edges, up to 6 slots
+    rng = np.random.default_rng(5)
+    n = 120
+    base = rng.uniform(size=(n, 3))
+    params = sample_params(n, size, len(kinds), base, rng, 0, 6, (0.03, 0.5))
+    images = background(base, size, rng)
+    labels = np.zeros((n, *size), dtype=np.uint8)
+    fast_images, fast_labels = images.copy(), labels.copy()
+    draw_shapes_reference(images, labels, params, kinds)
+    draw_shapes(fast_images, fast_labels, params, kinds)
+    assert np.array_equal(fast_images.view(np.uint32), images.view(np.uint32))
+    assert np.array_equal(fast_labels, labels)
+    assert set(np.unique(labels)) == set(range(len(kinds) + 1))
