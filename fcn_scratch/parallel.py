@@ -107,21 +107,11 @@ class Lanes:
         self._used = used
         if used == 1:
             return [fn(self.model, *arrays)]
-        bounds = np.linspace(0, n, used + 1).round().astype(int)
-        parts = [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
         self._sync(used)
         # dropout acts only in training: evaluation leaves the global generator alone
         seed = int(random.generator("cpu").integers(2**63)) if self.model.training else 0
-        lane = _in_lane(fn, seed)
-        with _blas().limit(limits=1):
-            futures = [
-                self._pool.submit(lane, i, self.replicas[i], *parts[i]) for i in range(1, used)
-            ]
-            try:
-                first = lane(0, self.model, *parts[0])
-                return [first, *(f.result() for f in futures)]
-            finally:
-                wait(futures)  # no lane may still be running when the caller goes on
+        calls = [(r, *part) for r, part in zip(self.replicas, _cut(arrays, used))]
+        return _at_once(self._pool, _in_lane(fn, seed), calls)
 
     def reduce_grads(self) -> None:
         """Add the gradients of the replicas used by the last ``run`` to the model's."""
@@ -142,6 +132,52 @@ class Lanes:
                 r.training = m.training
             for p, r in pairs:
                 r.data, r.requires_grad, r.grad = p.data, p.requires_grad, None
+
+
+def split_batch(fn, *arrays) -> list:
+    """``[fn(*slices_i) for each slice i]``: one op's batch cut as ``Lanes.run`` cuts it,
+    into ``min(thread_count(), N)`` slices computed at once, each as a lane (single-threaded
+    BLAS, ``on_one_thread()`` true in it), results in slice order.
+
+    For an op that has every thread to itself (a single op, a model with batch norm trained
+    in one lane): one slice per thread beats one multi-threaded GEMM between single-threaded
+    kernels. Called inside a lane, or with one thread, it is ``[fn(*arrays)]``.
+    """
+    used = 1 if on_one_thread() else max(1, min(_threads, len(arrays[0])))
+    return run_parts(fn, _cut(arrays, used))
+
+
+def run_parts(fn, parts: list) -> list:
+    """``[fn(*part) for part in parts]``, computed at once, one thread each, as lanes (the
+    backward of an op that ``split_batch`` cut: the same slices again)."""
+    if len(parts) == 1:
+        return [fn(*parts[0])]
+    lane = _in_lane(lambda _, *part: fn(*part), 0)
+    return _at_once(_op_pool(len(parts) - 1), lane, [(None, *part) for part in parts])
+
+
+def _cut(arrays, count: int) -> list:
+    """``arrays`` (first axis N) cut into ``count`` contiguous slices of near-equal size."""
+    bounds = np.linspace(0, len(arrays[0]), count + 1).round().astype(int)
+    return [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _at_once(pool: ThreadPoolExecutor, lane, calls: list) -> list:
+    """``[lane(i, *calls[i]) for each i]`` with single-threaded BLAS: call 0 in this thread,
+    the others in ``pool``; every call has finished when this returns (or raises)."""
+    with _blas().limit(limits=1):
+        futures = [pool.submit(lane, i, *call) for i, call in enumerate(calls) if i]
+        try:
+            first = lane(0, *calls[0])
+            return [first, *(f.result() for f in futures)]
+        finally:
+            wait(futures)
+
+
+@cache
+def _op_pool(size: int) -> ThreadPoolExecutor:
+    """The threads that run ``run_parts``'s parts past the first (idle between ops)."""
+    return ThreadPoolExecutor(size, "op")
 
 
 @cache

@@ -129,7 +129,7 @@ def test_conv_backward_computes_only_the_gradients_asked_for(rng, op, kernel):
         getattr(F, op)(Tensor(x), wt).sum().backward()
     finally:
         setattr(conv, f"{op}_backward", original)
-    assert calls == [(False, True)]
+    assert calls and set(calls) == {(False, True)}  # (once per slice where the batch is cut)
     np.testing.assert_allclose(wt.grad, backward(np.ones_like(y), ctx)[1], rtol=1e-12)
 
 

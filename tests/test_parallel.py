@@ -1,12 +1,15 @@
-"""Lanes: a batch split across threads gives the batch's gradients, deterministically."""
+"""Lanes: a batch split across threads gives the batch's gradients, deterministically; so
+does an op that splits its batch (parallel.split_batch)."""
 
 import numpy as np
 import pytest
 
-from fcn_scratch import Tensor, parallel
+from fcn_scratch import Tensor, kernels, parallel
 from fcn_scratch import functional as F
 from fcn_scratch import random as fcn_random
+from fcn_scratch.kernels import reference
 from fcn_scratch.models import build_model
+from fcn_scratch.ops import conv
 from fcn_scratch.train import TrainConfig, Trainer
 from fcn_scratch.train.evaluation import confusion, predict
 
@@ -121,3 +124,24 @@ def test_limit_threads_rejects_bad_counts():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="limit_threads: n must be an int >= 1"):
             parallel.limit_threads(bad)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_transposed_convolution_splits_its_batch_and_matches_the_reference(threads):
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((5, 3, 4, 5)), rng.standard_normal((3, 2, 4, 4))
+    b, dy = rng.standard_normal(2), rng.standard_normal((5, 2, 8, 10))
+    parallel.limit_threads(threads)
+    y, ctx = conv.conv_transpose2d_forward(x, w, b, 2, 1)
+    assert isinstance(ctx, conv.SplitCtx) and ctx.sizes == ((2, 1, 2) if threads == 3 else (2, 3))
+    grads = conv.conv_transpose2d_backward(dy, ctx)
+    _, one_image = conv.conv_transpose2d_forward(x[:1], w, b, 2, 1)
+    assert isinstance(one_image, conv.ConvCtx)
+    with kernels.using(reference):
+        y_ref, ctx_ref = conv.conv_transpose2d_forward(x, w, b, 2, 1)
+        assert isinstance(ctx_ref, conv.ConvCtx)  # other backends keep the whole batch
+        grads_ref = conv.conv_transpose2d_backward(dy, ctx_ref)
+    for a, r in zip((y, *grads), (y_ref, *grads_ref)):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+    parallel.limit_threads(1)
+    assert isinstance(conv.conv_transpose2d_forward(x, w, b, 2, 1)[1], conv.ConvCtx)

@@ -59,6 +59,27 @@ def test_matches_im2col(rng, shape, c_out, dtype, tol):
         assert np.abs(a - r).max() <= tol * scale, (name, np.abs(a - r).max() / scale)
 
 
+def test_chunks_are_whole_images_of_at_least_chunk_tiles():
+    assert winograd.chunks(3, 64, 64) == [slice(0, 1), slice(1, 2), slice(2, 3)]  # 1024 tiles
+    assert winograd.chunks(16, 16, 16) == [slice(0, 16)]  # 64 tiles an image
+    assert winograd.chunks(40, 16, 16) == [slice(0, 16), slice(16, 32), slice(32, 40)]
+    assert winograd.chunks(2, 100, 100) == [slice(0, 1), slice(1, 2)]
+    assert winograd.chunks(25, 20, 20) == [slice(0, 11), slice(11, 22), slice(22, 25)]  # 100
+
+
+@pytest.mark.parametrize("need_dx, need_dw", [(True, True), (False, True), (True, False)])
+def test_several_chunks_match_im2col(rng, monkeypatch, need_dx, need_dw):
+    # 12 tiles an image: chunks of 2, 2 and 1 images; the input tiles transformed again
+    monkeypatch.setattr(winograd, "CHUNK_TILES", 20)
+    ctx, ours, ref = _both(*_inputs(rng, (5, C + 1, 6, 7), 3, np.float64), need_dx, need_dw)
+    assert ctx.V is None and ctx.xs is not None
+    for name, a, r in zip(("y", "dx", "dw", "db"), ours, ref):
+        if r is None:
+            assert a is None, name
+            continue
+        assert np.abs(a - r).max() <= 1e-13 * np.abs(r).max(), name
+
+
 def test_gradients_not_asked_for_are_none(rng):
     x, w, b, dy = _inputs(rng, (2, C, 4, 4), 3, np.float32)
     ctx, ours, ref = _both(x, w, None, dy, need_dx=False)
@@ -98,10 +119,13 @@ def test_other_convolutions_take_im2col(rng, c_in, kernel, stride, padding, dila
     assert isinstance(ctx, conv.ConvCtx)
 
 
-def test_a_convolution_with_every_thread_takes_im2col_and_a_lane_winograd(rng):
-    x, w, b, _ = _inputs(rng, (2, C, 4, 4), 2, np.float32)
+def test_with_every_thread_a_batch_splits_one_image_takes_im2col_a_lane_winograd(rng):
+    x, w, b, _ = _inputs(rng, (3, C, 4, 4), 2, np.float32)
     parallel.limit_threads(2)
     _, ctx = conv.conv2d_forward(x, w, b, 1, 1)
+    assert isinstance(ctx, conv.SplitCtx) and ctx.sizes == (2, 1)
+    assert all(isinstance(c, winograd.WinogradCtx) for c in ctx.parts)
+    _, ctx = conv.conv2d_forward(x[:1], w, b, 1, 1)
     assert isinstance(ctx, conv.ConvCtx)
     lanes = parallel.Lanes(Conv2d(C, 2, 3, padding=1), 2)
     try:
@@ -109,6 +133,24 @@ def test_a_convolution_with_every_thread_takes_im2col_and_a_lane_winograd(rng):
     finally:
         lanes.close()
     assert kinds == [winograd.WinogradCtx] * 2
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+@pytest.mark.parametrize("need_dx, need_dw", [(True, True), (False, True), (True, False)])
+def test_a_batch_split_across_threads_matches_im2col(rng, threads, need_dx, need_dw):
+    parallel.limit_threads(threads)
+    x, w, b, dy = _inputs(rng, (5, C, 5, 6), 3, np.float64)
+    ctx, ours, ref = _both(x, w, b, dy, need_dx, need_dw)
+    assert isinstance(ctx, conv.SplitCtx) and sum(ctx.sizes) == 5
+    assert len(ctx.sizes) == min(threads, 5)
+    for name, a, r in zip(("y", "dx", "dw", "db"), ours, ref):
+        if r is None:
+            assert a is None, name
+            continue
+        assert np.abs(a - r).max() <= 1e-13 * np.abs(r).max(), name
+    again = _both(x, w, b, dy, need_dx, need_dw)[1]
+    for a, c in zip(ours, again):
+        assert (a is None and c is None) or np.array_equal(a, c)
 
 
 def test_gradcheck_float64(rng):

@@ -30,10 +30,15 @@ def for_array(a) -> ModuleType:
     return cpu
 
 
+def is_numba(a) -> bool:
+    """Whether ``for_array(a)`` is the Numba backend (a NumPy array, no ``using`` block)."""
+    return _host is None and not is_cuda_array(a)
+
+
 def winograd_for(a) -> ModuleType | None:
     """The Winograd tile kernels for ``a`` when the Numba backend runs it, else None (they
     exist on the CPU only; see ``fcn_scratch.ops.winograd``)."""
-    if is_cuda_array(a) or _host is not None:
+    if not is_numba(a):
         return None
     from fcn_scratch.kernels import winograd
 

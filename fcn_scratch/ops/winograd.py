@@ -49,13 +49,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fcn_scratch import kernels, parallel
+from fcn_scratch import kernels
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # (4, 3)
 
 
 class WinogradCtx(NamedTuple):
-    V: object  # the input tiles, (16, tiles, C_in)
+    """What the backward needs of the input: its tiles V (16, tiles, C_in) where the batch
+    was one chunk, else its split rows xs (the other is None)."""
+
+    xs: object
+    V: object
     U: object  # the weight tiles, (16, C_in, C_out)
     w: object  # the weight, as given
     has_bias: bool
@@ -67,23 +71,27 @@ class WinogradCtx(NamedTuple):
 # channels 1.0-1.9x im2col's time, from 32, 48 and 64 0.45-0.8x).
 MIN_CHANNELS = 32
 
+# Tiles transformed and multiplied at a time: whole images, at least this many tiles. The
+# transformed tiles are 4x the input, so a large batch's overflow the caches and the 16
+# products wait on memory; chunks keep them near (one thread, batch 16: 0.61x the
+# unchunked time at 32 channels 64x64, 0.73x at 64 channels 32x32), while chunks of fewer
+# tiles make the products too short (128 channels at 16x16, 64 tiles an image: 1.05x in
+# chunks of 4 images, 1.6x of 1).
+CHUNK_TILES = 1024
+
 
 def applies(x, w, stride, padding, dilation) -> bool:
-    """Whether conv2d runs this way: a 3x3 kernel, stride 1, padding 1, no dilation, at
-    least ``MIN_CHANNELS`` input channels, the CPU kernels in use (not the GPU, nor another
-    host backend chosen with ``kernels.using``), and one thread to run it (a training lane,
-    or ``--threads 1``). The tile transforms run on one thread, so where one convolution
-    has every core (a single op, a batch of one, a model with batch norm) im2col with a
-    multi-threaded GEMM is often the faster: with 2 threads, Winograd took 1.4x im2col's
-    time from 32 channels at 64x64 (batch 16) and 1.8x from 64 channels at 250x250 (batch
-    1), though 0.7-0.95x from 64-512 channels on smaller maps."""
+    """Whether conv2d runs this way on one thread: a 3x3 kernel, stride 1, padding 1, no
+    dilation, at least ``MIN_CHANNELS`` input channels, and the Numba kernels in use (not
+    the GPU, nor another host backend chosen with ``kernels.using``). The tile transforms
+    run on one thread: conv2d calls this where it has one (a training lane, or
+    ``--threads 1``), or one per slice of its batch (``parallel.split_batch``)."""
     return (
         w.shape[1] >= MIN_CHANNELS
         and tuple(w.shape[2:]) == (3, 3)
         and stride == dilation == (1, 1)
         and padding == (1, 1)
         and kernels.winograd_for(x) is not None
-        and parallel.on_one_thread()
     )
 
 
@@ -156,43 +164,64 @@ def weight_grad(dU, shape):
     return np.ascontiguousarray(dw.T).reshape(shape)
 
 
+def chunks(N, H, W):
+    """Slices of whole images, each of at least ``CHUNK_TILES`` tiles but the last."""
+    step = max(1, -(-CHUNK_TILES // tile_count(1, H, W)))
+    return [slice(n, min(n + step, N)) for n in range(0, N, step)]
+
+
 def conv3x3_forward(x, w, b):
     """x: (N, C_in, H, W), w: (C_out, C_in, 3, 3), b: (C_out,) or None ->
-    (y (N, C_out, H, W), ctx)."""
+    (y (N, C_out, H, W), ctx). Chunk by chunk of images: transform, multiply, transform."""
     k = kernels.winograd_for(x)
     N, C_in, H, W = x.shape
     C_out = w.shape[0]
-    T = tile_count(N, H, W)
-    V = tile_rows(T, C_in, x.dtype)
-    k.input_tiles(split_rows(k, x, 1), C_in, V)
-    V = as_tiles(V, T, C_in)
+    parts = chunks(N, H, W)
+    T = tile_count(parts[0].stop, H, W)  # the largest chunk's tiles
     U = weight_tiles(w)
-    M = tile_rows(T, C_out, x.dtype)
-    np.matmul(V, U, out=as_tiles(M, T, C_out))
+    V, M = tile_rows(T, C_in, x.dtype), tile_rows(T, C_out, x.dtype)
+    xs = split_rows(k, x, 1)
     ys = split_array(N, C_out, H, W, 0, dtype=x.dtype)
-    k.output_tiles(M, C_out, ys)
+    for part in parts:
+        t = tile_count(part.stop - part.start, H, W)
+        k.input_tiles(xs[part], C_in, V)
+        np.matmul(as_tiles(V, t, C_in), U, out=as_tiles(M, t, C_out))
+        k.output_tiles(M, C_out, ys[part])
     y = merge_rows(k, ys, np.empty((N, C_out, H, W), dtype=x.dtype), 0)
     if b is not None:
         y += b.reshape(1, C_out, 1, 1)
-    return y, WinogradCtx(V, U, w, b is not None)
+    if len(parts) == 1:
+        return y, WinogradCtx(None, as_tiles(V, T, C_in), U, w, b is not None)
+    return y, WinogradCtx(xs, None, U, w, b is not None)
 
 
 def conv3x3_backward(dy, ctx, need_dx=True, need_dw=True):
-    """dy: (N, C_out, H, W) -> (dx, dw, db) as ``conv.conv2d_backward``."""
+    """dy: (N, C_out, H, W) -> (dx, dw, db) as ``conv.conv2d_backward``. Chunk by chunk as
+    the forward; the input tiles of several chunks are transformed again from the split
+    rows (keeping them all would cost 4x the input's memory)."""
     k = kernels.winograd_for(dy)
     N, C_out, H, W = dy.shape
-    C_in, T = ctx.w.shape[1], tile_count(N, H, W)
-    dx = dw = None
+    C_in = ctx.w.shape[1]
+    parts = chunks(N, H, W)
+    T = tile_count(parts[0].stop, H, W)
+    dys = split_rows(k, dy, 0)
     dM = tile_rows(T, C_out, dy.dtype)
-    k.output_grad_tiles(split_rows(k, dy, 0), C_out, dM)
-    dM = as_tiles(dM, T, C_out)
-    if need_dw:
-        dw = weight_grad(ctx.V.transpose(0, 2, 1) @ dM, ctx.w.shape)
-    if need_dx:
-        dV = tile_rows(T, C_in, dy.dtype)
-        np.matmul(dM, ctx.U.transpose(0, 2, 1), out=as_tiles(dV, T, C_in))
-        dxs = split_array(N, C_in, H, W, 1, np.zeros, dy.dtype)
-        k.input_grad_tiles(dV, C_in, dxs)
-        dx = merge_rows(k, dxs, np.empty((N, C_in, H, W), dtype=dy.dtype), 1)
+    V = tile_rows(T, C_in, dy.dtype) if need_dw and ctx.V is None else None
+    dU = np.zeros((16, C_in, C_out), dtype=dy.dtype) if need_dw else None
+    dV = tile_rows(T, C_in, dy.dtype) if need_dx else None
+    dxs = split_array(N, C_in, H, W, 1, np.zeros, dy.dtype) if need_dx else None
+    for part in parts:
+        t = tile_count(part.stop - part.start, H, W)
+        k.output_grad_tiles(dys[part], C_out, dM)
+        if need_dw:
+            if ctx.V is None:  # transformed again
+                k.input_tiles(ctx.xs[part], C_in, V)
+            Vt = as_tiles(V, t, C_in) if ctx.V is None else ctx.V
+            dU += Vt.transpose(0, 2, 1) @ as_tiles(dM, t, C_out)
+        if need_dx:
+            np.matmul(as_tiles(dM, t, C_out), ctx.U.transpose(0, 2, 1), out=as_tiles(dV, t, C_in))
+            k.input_grad_tiles(dV, C_in, dxs[part])
+    dw = weight_grad(dU, ctx.w.shape) if need_dw else None
+    dx = merge_rows(k, dxs, np.empty((N, C_in, H, W), dtype=dy.dtype), 1) if need_dx else None
     db = dy.sum(axis=(0, 2, 3)) if ctx.has_bias else None
     return dx, dw, db
