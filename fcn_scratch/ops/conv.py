@@ -14,7 +14,7 @@ itself on the CPU (a single op; a model with batch norm, trained in one lane), i
 batch into one slice per thread and runs the slices at once, each on one thread
 (``parallel.split_batch``): faster than single-threaded kernels between multi-threaded
 GEMMs (with 2 threads, batch 16: the Winograd convolutions of ``fcn-scratch bench`` took
-0.4-0.6x the time, the transposed ones 0.7-0.9x). The backward runs the same slices and
+0.48-0.57x the time, the transposed ones 0.72-0.86x). The backward runs the same slices and
 adds their dw and db in slice order: the results depend on the thread count, never on the
 scheduling. A plain im2col convolution keeps the whole batch: from 3 channels, split
 slices measured slower.
