@@ -362,3 +362,17 @@ def test_draw_shapes_equals_the_numpy_reference_bit_for_bit(size, kinds):
     assert np.array_equal(fast_images.view(np.uint32), images.view(np.uint32))
     assert np.array_equal(fast_labels, labels)
     assert set(np.unique(labels)) == set(range(len(kinds) + 1))
+
+
+def test_draw_shapes_refuses_other_arrays():
+    params = _params([0], [8.0], [8.0], [4.0], [[1, 0, 0]])
+    images = np.zeros((1, 3, 16, 16), dtype=np.float32)
+    labels = np.zeros((1, 16, 16), dtype=np.uint8)
+    for bad in (
+        (images.astype(np.float64), labels),
+        (images, labels.astype(np.int64)),
+        (images[:, :, :8], labels),
+        (images, labels[0]),
+    ):
+        with pytest.raises(ValueError, match=r"draw_shapes: need images \(N, 3, H, W\) float32"):
+            draw_shapes(*bad, params, ("circle",))

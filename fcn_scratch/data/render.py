@@ -125,6 +125,12 @@ def draw_shapes(
     ``draw_shapes_reference`` step for step, in the same precisions, so the two agree bit for
     bit (the sines and cosines come from NumPy).
     """
+    n, h, w = labels.shape if labels.ndim == 3 else (None, None, None)
+    if images.dtype != np.float32 or images.shape != (n, 3, h, w) or labels.dtype != np.uint8:
+        raise ValueError(
+            "draw_shapes: need images (N, 3, H, W) float32 and labels (N, H, W) uint8, got "
+            f"images {images.shape} {images.dtype} and labels {labels.shape} {labels.dtype}"
+        )
     angle = params.angle.astype(np.float32)
     geometry = np.stack(
         [
