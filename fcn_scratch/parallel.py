@@ -155,8 +155,8 @@ def run_parts(fn, parts: list) -> list:
     backward of an op that ``split_batch`` cut: the same slices again)."""
     if len(parts) == 1:
         return [fn(*parts[0])]
-    lane = _in_lane(lambda _, *part: fn(*part), 0)
-    return _at_once(_op_pool(len(parts) - 1), lane, [(None, *part) for part in parts])
+    one_thread = _on_one_thread(fn)  # an op draws no random numbers: no lane generator
+    return _at_once(_op_pool(len(parts) - 1), lambda _, *part: one_thread(*part), parts)
 
 
 def _cut(arrays, count: int) -> list:
@@ -203,13 +203,23 @@ def replicate(model):
 
 def _in_lane(fn, seed: int):
     """``fn`` run as lane i: dropout in this thread draws from the generator (seed, i)."""
+    one_thread = _on_one_thread(fn)
 
     def lane(i, model, *arrays):
+        with random.lane_generator(seed, i):
+            return one_thread(model, *arrays)
+
+    return lane
+
+
+def _on_one_thread(fn):
+    """``fn`` with ``on_one_thread()`` true while it runs in the calling thread."""
+
+    def run(*args):
         _lane.active = True
         try:
-            with random.lane_generator(seed, i):
-                return fn(model, *arrays)
+            return fn(*args)
         finally:
             _lane.active = False
 
-    return lane
+    return run
