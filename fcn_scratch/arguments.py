@@ -7,6 +7,8 @@ import numpy as np
 
 def pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
     """Normalise an int or a pair of ints to ``(h, w)`` and check ``>= minimum``."""
+    if type(value) is int and value >= minimum:  # the common case, first: ops call this often
+        return (value, value)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (int(value), int(value))
     if (

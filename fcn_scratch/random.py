@@ -15,7 +15,7 @@ from fcn_scratch.device import import_cupy
 
 _seed = 0
 _generators: dict = {}
-_lane = threading.local()  # .generator: this thread's generator while in a lane
+_lane = threading.local()  # .seed, .generator: this thread's while in a lane
 
 
 def manual_seed(seed: int) -> None:
@@ -27,9 +27,11 @@ def manual_seed(seed: int) -> None:
 
 def generator(device: str = "cpu"):
     """The generator for ``device``: numpy.random.Generator, or cupy's on 'cuda'."""
-    lane = getattr(_lane, "generator", None)
-    if lane is not None and device == "cpu":
-        return lane
+    seed = getattr(_lane, "seed", None)
+    if seed is not None and device == "cpu":
+        if _lane.generator is None:
+            _lane.generator = np.random.default_rng(seed)
+        return _lane.generator
     if device not in _generators:
         if device == "cuda":
             _generators[device] = import_cupy().random.default_rng(_seed)
@@ -51,9 +53,10 @@ def set_state(state: dict) -> None:
 
 @contextmanager
 def lane_generator(seed: int, lane: int):
-    """In this block, this thread's CPU draws come from a generator seeded by (seed, lane)."""
-    _lane.generator = np.random.default_rng([seed, lane])
+    """In this block, this thread's CPU draws come from a generator seeded by (seed, lane),
+    made at the first draw (most steps draw nothing: dropout is off by default)."""
+    _lane.seed, _lane.generator = [seed, lane], None
     try:
         yield
     finally:
-        _lane.generator = None
+        _lane.seed = _lane.generator = None

@@ -145,23 +145,26 @@ def merge_rows(k, s, out, pad):
 
 
 # G (x) G: row 4i + j, column 3k + l holds G[i, k] G[j, l], so that the 16 entries of
-# G g G^T are this matrix times the 9 entries of g.
-_GG = np.kron(_G, _G)  # (16, 9)
+# G g G^T are this matrix times the 9 entries of g; in float32 and float64 (its entries,
+# products of 0, 1/2 and 1, are exact in both).
+_GG = {np.dtype(t): np.kron(_G, _G).astype(t) for t in (np.float32, np.float64)}  # (16, 9)
 
 
 def weight_tiles(w):
     """w: (C_out, C_in, 3, 3) -> U: (16, C_in, C_out), U[4i + j] = (G g G^T)[i, j]
     (a transposed view)."""
     O, C = w.shape[:2]
-    U = _GG.astype(w.dtype) @ w.reshape(O * C, 9).T  # (16, O*C)
+    U = _GG[w.dtype] @ w.reshape(O * C, 9).T  # (16, O*C)
     return U.reshape(16, O, C).transpose(0, 2, 1)
 
 
 def weight_grad(dU, shape):
     """dU: (16, C_in, C_out) -> dw: (C_out, C_in, 3, 3), G^T dU G: the adjoint of
-    ``weight_tiles``."""
-    dw = _GG.T.astype(dU.dtype) @ dU.transpose(0, 2, 1).reshape(16, -1)  # (9, O*C)
-    return np.ascontiguousarray(dw.T).reshape(shape)
+    ``weight_tiles``. (dU^T GG and not GG^T dU: the product comes out in the order
+    (C_in, C_out, 9), which one copy turns into w's, where the other needs two.)"""
+    C, O = dU.shape[1:]
+    dw = dU.reshape(16, C * O).T @ _GG[dU.dtype]  # (C_in*C_out, 9)
+    return np.ascontiguousarray(dw.reshape(C, O, 9).transpose(1, 0, 2)).reshape(shape)
 
 
 def chunks(N, H, W):
