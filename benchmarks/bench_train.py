@@ -7,8 +7,9 @@ each, every run in a process of its own, the two taking turns epoch by epoch.
 Both runs use the same configuration (TrainConfig's defaults), the same initial weights
 (the torch twin of ``models/torch_mirror.py`` copies ours), the same fresh synthetic
 images in the same batches (our ``FreshShapes`` and ``DataLoader``), Adam with the same
-poly schedule per step, the held-out evaluation after every epoch, and the same number of
-threads (ours: lanes; torch: ``torch.set_num_threads``). Each prints held-out mean IU,
+learning rate at every step (our schedule's: warm-up, then poly), the held-out
+evaluation after every epoch, and the same number of threads (ours: lanes; torch:
+``torch.set_num_threads``). Each prints held-out mean IU,
 wall time, images per second and the peak resident memory at the end of every epoch (it
 must not grow from epoch to epoch). ``--cold`` also times our first step with an empty
 Numba cache (the compile time a fresh install pays once).
@@ -97,7 +98,7 @@ def run_torch(epochs: int | None, threads: int, turns: Turns) -> dict:
     turns.begin()
     import torch
 
-    from fcn_scratch import random
+    from fcn_scratch import optim, random
     from fcn_scratch.data import IGNORE_INDEX, DataLoader
     from fcn_scratch.metrics import ConfusionMatrix
     from fcn_scratch.models.torch_mirror import torch_model
@@ -116,9 +117,10 @@ def run_torch(epochs: int | None, threads: int, turns: Turns) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     loader = DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed)
-    total_steps = config.epochs * len(loader)
+    # the lr of every step from our schedule for this config (warm-up, then poly)
+    ours_schedule = setup.make_schedule(config, optim.Adam(ours.parameters()), len(loader))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: (1 - min(t, total_steps) / total_steps) ** 0.9
+        optimizer, lambda t: ours_schedule.lr_at(t, base_lr=1.0)
     )
     history, rss = [], []
     for epoch in range(config.epochs):

@@ -99,7 +99,7 @@ def test_time_budget_spans_the_schedule_and_resumes(tmp_path, monkeypatch):
         return now[0]
 
     monkeypatch.setattr("fcn_scratch.train.trainer.time.perf_counter", clock)
-    config = TrainConfig(**TINY, epochs=1, max_time=4.0, out=str(tmp_path))
+    config = TrainConfig(**TINY, epochs=1, max_time=4.0, warmup=0.0, out=str(tmp_path))
     trainer = Trainer(config, progress=False)
     lrs = []
     step = trainer.train_step
