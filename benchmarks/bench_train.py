@@ -9,10 +9,10 @@ Both runs use the same configuration (TrainConfig's defaults), the same initial 
 images in the same batches (our ``FreshShapes`` and ``DataLoader``), Adam with the same
 learning rate at every step (our schedule's: warm-up, then poly), the held-out
 evaluation after every epoch, and the same number of threads (ours: lanes; torch:
-``torch.set_num_threads``). Each prints held-out mean IU,
-wall time, images per second and the peak resident memory at the end of every epoch (it
-must not grow from epoch to epoch). ``--cold`` also times our first step with an empty
-Numba cache (the compile time a fresh install pays once).
+``torch.set_num_threads``). Each prints held-out mean IU, wall time, images per second
+and the peak resident memory at the end of every epoch (it must not grow from epoch to
+epoch). ``--cold`` also times our first step with an empty Numba cache (the compile time
+a fresh install pays once).
 
 Taking turns: the two processes pass a token through pipes, and only the holder computes
 (its set-up, then one epoch: training, evaluation, and the rendering of the next epoch's
