@@ -147,9 +147,8 @@ def cases() -> list[Case]:
     ]:
         out.append(_conv_case(2, 2, 3, size, k, s, p, d))
     out.append(_conv_case(1, 3, 2, (5, 5), 3, 1, 1, 1))  # batch 1
-    out.append(
-        _conv_case(2, 32, 2, (5, 3), 3, 1, 1, 1)
-    )  # 32 channels: Winograd's path on one thread
+    # 32 channels: Winograd's path on one thread
+    out.append(_conv_case(2, 32, 2, (5, 3), 3, 1, 1, 1))
     for k, s, p, out_pad, d, size in [
         (1, 1, 0, 0, 1, (3, 4)),
         (3, 1, 1, 0, 1, (4, 3)),
