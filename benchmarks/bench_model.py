@@ -4,7 +4,8 @@
     python benchmarks/bench_model.py --busy 1         # the same beside a busy program
 
 A step is forward, softmax cross-entropy (255 ignored), backward and an Adam update: ours
-through ``Trainer.train_step`` (the batch split across lanes), torch through the twin of
+through ``Trainer.train_step`` (the batch split across lanes; on Linux lanes 1.. run in
+processes of their own), torch through the twin of
 ``models/torch_mirror.py`` with our weights copied in. First a parity check (logits and
 every gradient agree to float32 tolerances; exit status 1 if not), then, for each case and
 thread count, our process and then torch's, never interleaved within a process: torch's

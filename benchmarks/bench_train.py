@@ -7,12 +7,12 @@ each, every run in a process of its own, the two taking turns epoch by epoch.
 Both runs use the same configuration (TrainConfig's defaults), the same initial weights
 (the torch twin of ``models/torch_mirror.py`` copies ours), the same fresh synthetic
 images in the same batches (our ``FreshShapes`` and ``DataLoader``), Adam with the same
-learning rate at every step (our schedule's: warm-up, then poly), the held-out
-evaluation after every epoch, and the same number of threads (ours: lanes; torch:
-``torch.set_num_threads``). Each prints held-out mean IU, wall time, images per second
-and the peak resident memory at the end of every epoch (it must not grow from epoch to
-epoch). ``--cold`` also times our first step with an empty Numba cache (the compile time
-a fresh install pays once).
+learning rate at every step (our schedule's: warm-up, then poly), the held-out evaluation
+after every epoch, and the same number of threads (ours: lanes; torch:
+``torch.set_num_threads``). Each prints held-out mean IU, wall time, images per second and
+the memory at the end of every epoch (the peak resident set, plus what our lane processes
+hold of their own; it must not grow from epoch to epoch). ``--cold`` also times our first
+step with an empty Numba cache (the compile time a fresh install pays once).
 
 Taking turns: the two processes pass a token through pipes, and only the holder computes
 (its set-up, then one epoch: training, evaluation, and the rendering of the next epoch's
@@ -36,11 +36,22 @@ import numpy as np
 from fcn_scratch.commands.bench import SETTLE
 
 
-def peak_rss_mb() -> float:
-    """The process's peak resident set so far (VmHWM), in MiB."""
-    with open("/proc/self/status") as f:
+def memory_mb(lanes=()) -> float:
+    """This process's peak resident set so far (VmHWM), plus the private memory of the
+    processes in ``lanes`` (pids: ours runs lanes 1.. in forked processes; what they share
+    with this one, copy-on-write, is counted once), in MiB."""
+    return _field("/proc/self/status", "VmHWM:") + sum(
+        _field(f"/proc/{pid}/smaps_rollup", "Private_Clean:")
+        + _field(f"/proc/{pid}/smaps_rollup", "Private_Dirty:")
+        for pid in lanes
+    )
+
+
+def _field(path: str, name: str) -> float:
+    """A "name: value kB" line of a /proc file, in MiB."""
+    with open(path) as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(name):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -84,7 +95,7 @@ def run_ours(epochs: int | None, threads: int, turns: Turns) -> dict:
     def end_epoch():
         original()
         trainer.fresh_data.wait()  # the next epoch's images belong to this turn
-        rss.append(peak_rss_mb())
+        rss.append(memory_mb(getattr(trainer.lanes, "pids", ())))
         turns.end()
         if not trainer.finished:
             turns.begin()
@@ -148,7 +159,7 @@ def run_torch(epochs: int | None, threads: int, turns: Turns) -> dict:
                 cm.update(model(torch.from_numpy(xv)).argmax(1).numpy(), yv)
         history.append({**cm.summary(), "images_per_s": images / seconds})
         fresh.wait()
-        rss.append(peak_rss_mb())
+        rss.append(memory_mb())
         turns.end()
         if epoch + 1 < config.epochs:
             turns.begin()
@@ -163,7 +174,7 @@ def summary(history: list, wall: float, rss: list, config, lanes: int | None) ->
         "wall_s": wall,
         "images_per_s": config.epochs * config.train_size / wall,
         "step_images_per_s": float(np.mean([h["images_per_s"] for h in history])),
-        "peak_rss_mb_by_epoch": rss,
+        "memory_mb_by_epoch": rss,
         "epochs": config.epochs,
         "lanes": lanes,
     }
@@ -249,13 +260,13 @@ def main(argv: list[str]) -> int:
     results = measure_both(args)
     for which in ("ours", "torch"):
         r = results[which]
-        rss = r["peak_rss_mb_by_epoch"]
+        rss = r["memory_mb_by_epoch"]
         print(
             f"{which:5s}: mean IU {r['mean_iou']:.4f}, pixel acc {r['pixel_acc']:.4f}, "
             f"wall {r['wall_s']:.1f} s for {r['epochs']} epochs, {r['images_per_s']:.1f} img/s "
             f"overall ({r['step_images_per_s']:.1f} in training steps), threads {args.threads}"
             + (f" (lanes {r['lanes']})" if r["lanes"] else " (torch's)")
-            + "\n       peak RSS (MiB) after each epoch: "
+            + "\n       memory (MiB) after each epoch (peak RSS + lane processes' own): "
             + " ".join(f"{v:.0f}" for v in rss),
             flush=True,
         )

@@ -14,6 +14,11 @@ a pool and waiting for its slowest thread, and a pool that waits (spinning) for 
 the operating system has put aside for another busy program turns a 60 ms step into
 seconds. A lane that is put aside only delays its own slice.
 
+Threads still take turns at the GIL for the Python part of every op. A training step on
+Linux therefore runs its lanes 1.. in forked processes instead (``ProcessLanes`` in
+``fcn_scratch.lane_processes``: the same slices, kernels and order of additions, so the
+same bits); evaluation and prediction keep these threads, which need no start-up.
+
 Lane 0 runs on the model itself, in the calling thread; lane i > 0 runs on a replica whose
 parameters share the model's arrays but keep their own ``.grad``. ``reduce_grads`` adds the
 replicas' gradients to the model's in lane order, and each lane draws dropout masks from a
@@ -88,7 +93,7 @@ class Lanes:
         keep_freed_memory()  # every batch computed passes through here
         self.model = model
         self.replicas = [model] + [replicate(model) for _ in range(count - 1)]
-        self._pool = ThreadPoolExecutor(count - 1, "lane") if count > 1 else None
+        self._pool: ThreadPoolExecutor | None = None
         self._used = 1
         # (model parameter, replica parameter) pairs, per replica: found once, since walking
         # the module tree every step costs more than the rest of the bookkeeping together
@@ -110,11 +115,12 @@ class Lanes:
         self._used = used
         if used == 1:
             return [fn(self.model, *arrays)]
+        self.start()
         self._sync(used)
         # dropout acts only in training: evaluation leaves the global generator alone
         seed = int(random.generator("cpu").integers(2**63)) if self.model.training else 0
-        calls = [(r, *part) for r, part in zip(self.replicas, _cut(arrays, used))]
-        return _at_once(self._pool, _in_lane(fn, seed), calls)
+        calls = [(r, *part) for r, part in zip(self.replicas, cut(arrays, used))]
+        return _at_once(self._pool, in_lane(fn, seed), calls)
 
     def reduce_grads(self) -> None:
         """Add the gradients of the replicas used by the last ``run`` to the model's."""
@@ -124,9 +130,16 @@ class Lanes:
                     p.grad = r.grad if p.grad is None else p.grad + r.grad
                     r.grad = None
 
+    def start(self) -> None:
+        """Start the threads of lanes 1.. (if they are not running)."""
+        if self._pool is None and self.count > 1:
+            self._pool = ThreadPoolExecutor(self.count - 1, "lane")
+
     def close(self) -> None:
+        """End the threads (a later ``run`` starts them again)."""
         if self._pool is not None:
             self._pool.shutdown()
+        self._pool = None
 
     def _sync(self, used: int) -> None:
         """Point the replicas at the model's current arrays, flags and modes."""
@@ -147,7 +160,7 @@ def split_batch(fn, *arrays) -> list:
     kernels. Called inside a lane, or with one thread, it is ``[fn(*arrays)]``.
     """
     used = 1 if on_one_thread() else max(1, min(_threads, len(arrays[0])))
-    return run_parts(fn, _cut(arrays, used))
+    return run_parts(fn, cut(arrays, used))
 
 
 def run_parts(fn, parts: list) -> list:
@@ -159,7 +172,7 @@ def run_parts(fn, parts: list) -> list:
     return _at_once(_op_pool(len(parts) - 1), lambda _, *part: one_thread(*part), parts)
 
 
-def _cut(arrays, count: int) -> list:
+def cut(arrays, count: int) -> list:
     """``arrays`` (first axis N) cut into ``count`` contiguous slices of near-equal size."""
     bounds = np.linspace(0, len(arrays[0]), count + 1).round().astype(int)
     return [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
@@ -168,13 +181,18 @@ def _cut(arrays, count: int) -> list:
 def _at_once(pool: ThreadPoolExecutor, lane, calls: list) -> list:
     """``[lane(i, *calls[i]) for each i]`` with single-threaded BLAS: call 0 in this thread,
     the others in ``pool``; every call has finished when this returns (or raises)."""
-    with _blas().limit(limits=1):
+    with one_thread_blas():
         futures = [pool.submit(lane, i, *call) for i, call in enumerate(calls) if i]
         try:
             first = lane(0, *calls[0])
             return [first, *(f.result() for f in futures)]
         finally:
             wait(futures)
+
+
+def one_thread_blas():
+    """BLAS limited to one thread until the returned limiter is left (``with``) or restored."""
+    return _blas().limit(limits=1)
 
 
 @cache
@@ -201,7 +219,7 @@ def replicate(model):
     return copy.deepcopy(model, memo)
 
 
-def _in_lane(fn, seed: int):
+def in_lane(fn, seed: int):
     """``fn`` run as lane i: dropout in this thread draws from the generator (seed, i)."""
     one_thread = _on_one_thread(fn)
 

@@ -32,7 +32,7 @@ from fcn_scratch.autograd import Tensor
 from fcn_scratch.data import IGNORE_INDEX, DataLoader
 from fcn_scratch.device import to_device
 from fcn_scratch.io import atomic_write
-from fcn_scratch.parallel import Lanes, lane_count
+from fcn_scratch.lane_processes import training_lanes
 from fcn_scratch.train import setup
 from fcn_scratch.train.checkpoint import (
     CheckpointError,
@@ -98,7 +98,7 @@ class Trainer:
         weight = setup.class_weights(config, train_set.labels, len(self.class_names))
         self.host_weight = weight  # (K,) float32 or None
         self.weight = None if weight is None else to_device(weight, config.device)
-        self.lanes = Lanes(self.model, lane_count(self.model, config.device))
+        self.lanes = training_lanes(self.model, config.device)
         self.progress = progress
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps taken
@@ -218,6 +218,7 @@ class Trainer:
         TrainingInterrupted on Ctrl-C (after saving the state of the last finished step).
         """
         self._clock_start = (time.perf_counter(), self.elapsed)
+        self.lanes.start()  # before the thread that renders fresh images: lanes may fork
         try:
             if self.checkpoint_path:
                 self.save()  # a last good checkpoint is in out/ from the start
@@ -231,6 +232,7 @@ class Trainer:
             random.set_state(self._committed[1])
             raise self._interrupted() from err
         finally:
+            self.lanes.close()
             if self.fresh_data is not None:
                 self.fresh_data.close()
         return self.metrics
@@ -323,7 +325,10 @@ class Trainer:
             return 0.0, False
         total = valid.sum() if self.host_weight is None else self.host_weight[y[valid]].sum()
         self.optimizer.zero_grad()
-        losses = self.lanes.run(partial(self._lane_step, scale=1.0 / float(total)), x, y)
+        step = partial(
+            lane_loss, scale=1.0 / float(total), weight=self.weight, device=self.config.device
+        )
+        losses = self.lanes.run(step, x, y)
         value = float(sum(losses))
         if not math.isfinite(value):
             kept = self.checkpoint_path and f"; the last good checkpoint is {self.checkpoint_path}"
@@ -334,17 +339,6 @@ class Trainer:
             )
         self.lanes.reduce_grads()
         return value, True
-
-    def _lane_step(self, model, x: np.ndarray, y: np.ndarray, scale: float) -> float:
-        """One lane's part of a step: loss summed over its pixels times ``scale``, and its
-        backward (skipped when the loss is not finite: the step will be refused)."""
-        logits = model(Tensor(to_device(x, self.config.device)))  # (b, K, H, W)
-        y = to_device(y, self.config.device)
-        loss = F.cross_entropy(logits, y, self.weight, IGNORE_INDEX, reduction="sum") * scale
-        value = loss.item()
-        if math.isfinite(value):
-            loss.backward()
-        return value
 
     def _account(self, loss: float, images: int, seconds: float) -> None:
         self.partial["loss_sum"] += loss
@@ -379,6 +373,20 @@ class Trainer:
             f"{path}; continue with: fcn-scratch train --resume {path}",
             path,
         )
+
+
+def lane_loss(model, x: np.ndarray, y: np.ndarray, scale: float, weight, device: str) -> float:
+    """One lane's part of a step: the loss summed over its pixels times ``scale`` (weighted
+    per class by ``weight``, or None), and its backward (skipped when the loss is not
+    finite: the step will be refused). A module-level function, so that it pickles to a
+    lane's process (``fcn_scratch.lane_processes``)."""
+    logits = model(Tensor(to_device(x, device)))  # (b, K, H, W)
+    y = to_device(y, device)
+    loss = F.cross_entropy(logits, y, weight, IGNORE_INDEX, reduction="sum") * scale
+    value = loss.item()
+    if math.isfinite(value):
+        loss.backward()
+    return value
 
 
 def _empty_partial() -> dict:

@@ -1,0 +1,309 @@
+"""Lanes in processes of their own: the interface of ``parallel.Lanes``, without the GIL.
+
+    lanes = training_lanes(model, "cpu")  # ProcessLanes on Linux when there are 2+ lanes
+    lanes.start()                         # fork the lanes' processes (before other threads)
+    losses = lanes.run(step, images, labels)
+    lanes.reduce_grads()
+    lanes.close()                         # end them (a later run starts them again)
+
+The threads of one process take turns holding the GIL. Every op of a lane spends a few
+microseconds in Python (checks, the autograd record) and those add up to about a fifth of
+a lane's time for a small FCN, so two thread lanes run 20-30% slower than two processes
+would. Here lane 0 runs in the calling process, on the model itself, and lane i > 0 in a
+child forked from it, on the child's copy of the model:
+
+- before each run, the model's arrays (parameters, and array attributes such as batch
+  norm's running statistics) are copied into one block of memory that parent and children
+  both map; a child points its copy's arrays at that block;
+- the function and the lane's slices of the batch go to the child through a pipe (so the
+  function must pickle: a module-level function, or a partial of one), its result comes
+  back the same way;
+- the child's gradients come back through a block of its own, and ``reduce_grads`` adds
+  them to the model's in lane order, as ``Lanes`` adds its replicas'.
+
+A lane computes the same kernels on the same slice with the same dropout generator as a
+thread lane would, so the results are bit for bit those of ``Lanes`` with as many lanes.
+A child ignores Ctrl-C (the parent decides what an interrupt means) and ends when the
+parent closes its pipe or exits; a child that dies is reported by the next ``run`` as a
+``LaneProcessError`` that names the lane, its process and its exit code.
+"""
+
+import mmap
+import multiprocessing
+import pickle
+import signal
+import sys
+import traceback
+import weakref
+
+import numpy as np
+
+from fcn_scratch import parallel, random
+from fcn_scratch.memory import keep_freed_memory
+
+
+class LaneProcessError(RuntimeError):
+    """A lane's process ended, or its error could not be brought back whole."""
+
+
+def forks() -> bool:
+    """Whether lanes may run in forked processes here: on Linux (elsewhere fork is missing,
+    or unsafe beside the system's libraries), so everywhere else lanes are threads."""
+    return sys.platform.startswith("linux")
+
+
+def training_lanes(model, device: str):
+    """The lanes for training ``model`` on ``device``: ``ProcessLanes`` where the step has
+    more than one lane and ``forks()``, ``parallel.Lanes`` (threads) otherwise."""
+    count = parallel.lane_count(model, device)
+    if count > 1 and forks():
+        return ProcessLanes(model, count)
+    return parallel.Lanes(model, count)
+
+
+class ProcessLanes:
+    """Runs a function of (model, slice of a batch) in ``count`` lanes: lane 0 in this
+    process, the others in forked processes (started by ``start`` or the first ``run``)."""
+
+    def __init__(self, model, count: int):
+        if count < 1:
+            raise ValueError(f"ProcessLanes: count must be >= 1, got {count}")
+        self.model = model
+        self.count = count
+        self._params = list(model.parameters())
+        self._buffers = _buffers(model)
+        self._workers: list[_Worker] = []
+        self._shared: _Block | None = None  # the model's arrays, as the children see them
+        self._used = 1
+        self._stop = None
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the running lanes 1.. (none before ``start``)."""
+        return [w.process.pid for w in self._workers]
+
+    def start(self) -> None:
+        """Fork the lanes' processes, if they are not running. Fork before starting threads
+        of your own: a thread that holds a lock while the process forks leaves that lock
+        held forever in the child."""
+        if self._workers or self.count == 1:
+            return
+        keep_freed_memory()  # malloc's setting: the children inherit it
+        self._shared = _Block(self._arrays())
+        context = multiprocessing.get_context("fork")
+        for lane in range(1, self.count):
+            grads = _Block([p.data for p in self._params])
+            ours, theirs = context.Pipe()
+            inherited = [w.conn for w in self._workers] + [ours]  # the child closes these
+            process = context.Process(
+                target=_serve,
+                args=(theirs, inherited, self.model, lane, self._shared, grads),
+                name=f"fcn-scratch lane {lane}",
+                daemon=True,
+            )
+            process.start()
+            theirs.close()
+            self._workers.append(_Worker(lane, process, ours, grads))
+        self._stop = weakref.finalize(self, _stop, self._workers)
+
+    def close(self) -> None:
+        """End the lanes' processes (a later ``run`` starts new ones)."""
+        if self._stop is not None:
+            self._stop()
+        self._workers, self._shared, self._stop = [], None, None
+
+    def run(self, fn, *arrays) -> list:
+        """``[fn(model_i, *slices_i) for each lane i]``, computed at once, in lane order.
+
+        arrays: batches (first axis N) cut into ``min(count, N)`` contiguous slices of
+        near-equal size, as ``Lanes.run`` cuts them. The lanes see the model's current
+        arrays, ``requires_grad`` flags and training modes."""
+        used = max(1, min(self.count, len(arrays[0])))
+        self._used = used
+        if used == 1:
+            return [fn(self.model, *arrays)]
+        self.start()
+        self._publish()
+        # dropout acts only in training: evaluation leaves the global generator alone
+        seed = int(random.generator("cpu").integers(2**63)) if self.model.training else 0
+        parts = parallel.cut(arrays, used)
+        modes = [m.training for m in self.model.modules()]
+        flags = [p.requires_grad for p in self._params]
+        try:
+            requests = [pickle.dumps((fn, seed, modes, flags, part), 5) for part in parts[1:]]
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            raise TypeError(
+                "ProcessLanes.run: fn and its arrays must pickle to reach a lane's process "
+                f"(a module-level function or a partial of one); got {fn!r}: {err}"
+            ) from err
+        workers, sent = self._workers[: used - 1], []
+        try:
+            for worker, request in zip(workers, requests):
+                worker.send(request)
+                sent.append(worker)
+            with parallel.one_thread_blas():
+                first = parallel.in_lane(fn, seed)(0, self.model, *parts[0])
+        finally:
+            replies = self._collect(sent)
+        return [first, *(worker.result(reply) for worker, reply in zip(workers, replies))]
+
+    def reduce_grads(self) -> None:
+        """Add the gradients of the lanes used by the last ``run`` to the model's."""
+        for worker in self._workers[: self._used - 1]:
+            for p, grad, present in zip(self._params, worker.grads.views, worker.has_grad):
+                if present:
+                    p.grad = grad.copy() if p.grad is None else p.grad + grad
+            worker.has_grad = []
+
+    def _arrays(self) -> list:
+        """The model's arrays in a fixed order: parameters, then array attributes."""
+        return [p.data for p in self._params] + [getattr(m, k) for m, k in self._buffers]
+
+    def _publish(self) -> None:
+        """Copy the model's arrays to where the children read them (new processes if an
+        array changed its shape or type since they started)."""
+        arrays = self._arrays()
+        if [(a.shape, a.dtype) for a in arrays] != self._shared.layout:
+            self.close()
+            self.start()
+        for view, a in zip(self._shared.views, arrays):
+            np.copyto(view, a)
+
+    def _collect(self, workers: list) -> list:
+        """The replies of the workers sent a request. If a send failed, or waiting is cut
+        short (a dead process, Ctrl-C), every process ends, since a reply left in a pipe
+        would answer the next request: the next run starts new ones."""
+        try:
+            replies = [worker.receive() for worker in workers]
+        except BaseException:
+            self.close()
+            raise
+        if len(workers) < self._used - 1:
+            self.close()
+        return replies
+
+
+class _Worker:
+    """The parent's side of one lane's process."""
+
+    def __init__(self, lane: int, process, conn, grads):
+        self.lane, self.process, self.conn, self.grads = lane, process, conn, grads
+        self.has_grad: list = []
+
+    def send(self, request: bytes) -> None:
+        try:
+            self.conn.send_bytes(request)
+        except OSError as err:  # a broken pipe: the process has ended
+            raise self._ended() from err
+
+    def receive(self) -> tuple:
+        try:
+            return pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError) as err:
+            raise self._ended() from err
+
+    def _ended(self) -> LaneProcessError:
+        self.process.join(timeout=1.0)
+        return LaneProcessError(
+            f"training lane {self.lane}: its process (pid {self.process.pid}) ended "
+            f"unexpectedly (exit code {self.process.exitcode}); this step is lost"
+        )
+
+    def result(self, reply: tuple):
+        """The lane's result, or its exception raised here (with the child's traceback)."""
+        ok, value, detail = reply
+        if ok:
+            self.has_grad = detail
+            return value
+        try:
+            error = pickle.loads(value)
+        except Exception:  # an exception that does not unpickle: its traceback still comes
+            error = LaneProcessError(f"training lane {self.lane} failed")
+        raise error from LaneProcessError(f"in training lane {self.lane}:\n{detail}")
+
+
+class _Block:
+    """Arrays of the given shapes and types in one anonymous shared mapping: a process
+    forked after it was made sees every write to it."""
+
+    def __init__(self, arrays: list):
+        self.layout = [(a.shape, a.dtype) for a in arrays]
+        offsets, size = [], 0
+        for a in arrays:
+            size = -(-size // 64) * 64  # each array on a cache line of its own
+            offsets.append(size)
+            size += a.nbytes
+        self._map = mmap.mmap(-1, max(size, 1))
+        self.views = [
+            np.ndarray(shape, dtype, self._map, offset)
+            for (shape, dtype), offset in zip(self.layout, offsets)
+        ]
+
+
+def _buffers(model) -> list:
+    """(module, attribute name) of every array a module holds outside its parameters."""
+    return [
+        (m, k) for m in model.modules() for k, v in vars(m).items() if isinstance(v, np.ndarray)
+    ]
+
+
+def _serve(conn, inherited: list, model, lane: int, shared: _Block, grads: _Block) -> None:
+    """A lane's process: answer requests until the parent closes the pipe or exits."""
+    for c in inherited:  # the parent's ends: with them closed, the parent's exit is an EOF
+        c.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parallel.one_thread_blas()  # for the life of the process: never restored
+    params, buffers, modules = list(model.parameters()), _buffers(model), list(model.modules())
+    for p, view in zip(params, shared.views):
+        p.data = view
+    for (m, k), view in zip(buffers, shared.views[len(params) :]):
+        setattr(m, k, view)
+    while True:
+        try:
+            fn, seed, modes, flags, part = pickle.loads(conn.recv_bytes())
+        except EOFError:
+            return
+        for m, mode in zip(modules, modes):
+            m.training = mode
+        for p, flag in zip(params, flags):
+            p.requires_grad, p.grad = flag, None
+        try:
+            value = parallel.in_lane(fn, seed)(lane, model, *part)
+            reply = (True, value, [_put(p.grad, g) for p, g in zip(params, grads.views)])
+        except Exception as err:
+            reply = (False, _pickled(err), traceback.format_exc())
+        for p in params:
+            p.grad = None
+        conn.send_bytes(pickle.dumps(reply, 5))
+
+
+def _put(grad, slot: np.ndarray) -> bool:
+    """Copy a parameter's gradient (or None) to its slot; whether there was one."""
+    if grad is None:
+        return False
+    if grad.shape != slot.shape or grad.dtype != slot.dtype:
+        raise TypeError(
+            f"lane process: a gradient of shape {grad.shape} and dtype {grad.dtype} for a "
+            f"parameter of shape {slot.shape} and dtype {slot.dtype}"
+        )
+    np.copyto(slot, grad)
+    return True
+
+
+def _pickled(err: Exception) -> bytes:
+    """``err`` pickled, or the pickle of a LaneProcessError with its message."""
+    try:
+        return pickle.dumps(err, 5)
+    except Exception:
+        return pickle.dumps(LaneProcessError(f"{type(err).__name__}: {err}"), 5)
+
+
+def _stop(workers: list) -> None:
+    """Close the pipes (each child then ends) and wait for the processes."""
+    for worker in workers:
+        worker.conn.close()
+    for worker in workers:
+        worker.process.join(timeout=5.0)
+        if worker.process.is_alive():
+            worker.process.terminate()
+            worker.process.join()

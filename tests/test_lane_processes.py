@@ -1,0 +1,189 @@
+"""Lanes in forked processes: the same bits as thread lanes, and faults reported, not hidden."""
+
+import os
+import signal
+from functools import partial
+
+import numpy as np
+import pytest
+
+from fcn_scratch import lane_processes, parallel
+from fcn_scratch import random as fcn_random
+from fcn_scratch.lane_processes import LaneProcessError, ProcessLanes, training_lanes
+from fcn_scratch.models import build_model
+from fcn_scratch.train import TrainConfig, Trainer
+from fcn_scratch.train.checkpoint import load_checkpoint
+from fcn_scratch.train.trainer import lane_loss
+
+pytestmark = pytest.mark.skipif(not lane_processes.forks(), reason="lanes fork on Linux only")
+
+SMALL = dict(widths=(4, 4, 8, 8, 8), convs_per_stage=(1, 1, 1, 1, 1), fc_width=8)
+
+
+def batch(n=6, size=32, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 3, size, size), dtype=np.float32)
+    y = rng.integers(0, classes, (n, size, size))
+    y[0, :5] = 255
+    return x, y
+
+
+def step(lanes, x, y) -> tuple[list, dict]:
+    """One lane step of ``lanes.model`` on (x, y): the lanes' losses and the summed grads."""
+    model = lanes.model
+    for p in model.parameters():
+        p.grad = None
+    losses = lanes.run(partial(lane_loss, scale=1e-3, weight=None, device="cpu"), x, y)
+    lanes.reduce_grads()
+    return losses, {n: p.grad.copy() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_process_lanes_give_the_bits_of_thread_lanes(count):
+    """Dropout on, so each lane's own generator is exercised; the parameters change
+    between the two steps, so the children must see the new ones."""
+    x, y = batch()
+    results = []
+    for kind in (parallel.Lanes, ProcessLanes):
+        model = build_model("fcn8s", 4, rng=0, dropout=0.5, **SMALL)
+        lanes = kind(model, count)
+        fcn_random.manual_seed(7)
+        first = step(lanes, x, y)
+        for p in model.parameters():
+            if p.grad is not None:
+                p.data = p.data - 0.01 * p.grad
+        results.append((first, step(lanes, x, y)))
+        lanes.close()
+    (threads_1, threads_2), (processes_1, processes_2) = results
+    for (t_losses, t_grads), (p_losses, p_grads) in (
+        (threads_1, processes_1),
+        (threads_2, processes_2),
+    ):
+        assert len(p_losses) == count and p_losses == t_losses
+        assert t_grads.keys() == p_grads.keys() and t_grads
+        for name, g in t_grads.items():
+            assert g.tobytes() == p_grads[name].tobytes(), name
+    assert threads_1[0] != threads_2[0]  # the second step saw the updated parameters
+
+
+def report(model, x):
+    """What a lane sees: its slice's size, the model's mode and the first parameter's flag."""
+    return len(x), model.training, next(iter(model.parameters())).requires_grad
+
+
+def test_modes_flags_and_uneven_slices_reach_the_children():
+    model = build_model("fcn32s", 3, rng=0, **SMALL)
+    lanes = ProcessLanes(model, 3)
+    x, _ = batch(n=7)
+    model.eval()
+    next(iter(model.parameters())).requires_grad = False
+    assert lanes.run(report, x) == [(2, False, False), (3, False, False), (2, False, False)]
+    model.train()
+    assert lanes.run(report, x[:2]) == [(1, True, False), (1, True, False)]  # 2 lanes used
+    lanes.close()
+
+
+def fail_in_lane_1(model, x):
+    if len(x) == 3:  # the second slice of 5 images
+        raise ValueError("lane 1 refuses this slice")
+    return len(x)
+
+
+def test_an_error_in_a_child_is_raised_with_its_type_and_the_lanes_go_on():
+    lanes = ProcessLanes(build_model("fcn32s", 3, rng=0, **SMALL), 2)
+    x, _ = batch(n=5)
+    with pytest.raises(ValueError, match="lane 1 refuses this slice") as info:
+        lanes.run(fail_in_lane_1, x)
+    assert "in training lane 1" in str(info.value.__cause__)
+    assert "fail_in_lane_1" in str(info.value.__cause__)  # the child's traceback
+    assert lanes.run(fail_in_lane_1, x[:4]) == [2, 2]
+    lanes.close()
+
+
+def test_a_function_that_does_not_pickle_is_named():
+    lanes = ProcessLanes(build_model("fcn32s", 3, rng=0, **SMALL), 2)
+    x, _ = batch(n=4)
+    with pytest.raises(TypeError, match="ProcessLanes.run: fn and its arrays must pickle"):
+        lanes.run(lambda model, part: len(part), x)
+    assert lanes.run(report, x)[1] == (2, True, True)  # nothing half-sent: the lanes go on
+    lanes.close()
+
+
+def test_a_dead_child_is_reported_and_the_next_run_starts_a_new_one():
+    lanes = ProcessLanes(build_model("fcn32s", 3, rng=0, **SMALL), 2)
+    x, _ = batch(n=4)
+    lanes.start()
+    process = lanes._workers[0].process
+    os.kill(process.pid, signal.SIGKILL)
+    process.join()
+    with pytest.raises(LaneProcessError, match=r"training lane 1: its process \(pid \d+\) ended"):
+        lanes.run(report, x)
+    assert lanes.run(report, x) == [(2, True, True), (2, True, True)]
+    assert lanes._workers[0].process.pid != process.pid
+    lanes.close()
+
+
+def test_close_ends_the_processes_and_a_changed_model_gets_new_ones():
+    model = build_model("fcn32s", 3, rng=0, **SMALL)
+    lanes = ProcessLanes(model, 2)
+    lanes.start()
+    first = lanes._workers[0].process
+    p = next(iter(model.parameters()))
+    p.data = np.zeros(p.data.shape + (1,), p.data.dtype)  # a new shape: the layout changed
+    x, _ = batch(n=2)
+    assert lanes.run(lambda m, part: len(part), x[:1]) == [1]  # one lane: no process needed
+    assert lanes.run(report, x) == [(1, True, True), (1, True, True)]
+    assert not first.is_alive() and lanes._workers[0].process is not first
+    second = lanes._workers[0].process
+    lanes.close()
+    assert not second.is_alive() and lanes._workers == []
+
+
+def test_training_picks_processes_for_several_lanes_only():
+    model = build_model("fcn8s", 3, rng=0, **SMALL)
+    parallel.limit_threads(2)
+    assert isinstance(training_lanes(model, "cpu"), ProcessLanes)
+    parallel.limit_threads(1)
+    assert isinstance(training_lanes(model, "cpu"), parallel.Lanes)
+    parallel.limit_threads(2)
+    normed = build_model("fcn8s", 3, rng=0, batch_norm=True, **SMALL)
+    assert isinstance(training_lanes(normed, "cpu"), parallel.Lanes)  # statistics of the batch
+
+
+def small_trainer(tmp_path, **fields) -> Trainer:
+    parallel.limit_threads(2)
+    config = TrainConfig(
+        out=str(tmp_path), train_size=12, val_size=4, image_size=32, batch_size=6, **SMALL, **fields
+    )
+    return Trainer(config, progress=False)
+
+
+def test_fit_ends_its_lane_processes(tmp_path):
+    trainer = small_trainer(tmp_path, epochs=1)
+    assert isinstance(trainer.lanes, ProcessLanes)
+    started = []
+    original = trainer.lanes.start
+
+    def start():
+        original()
+        started.extend(w.process for w in trainer.lanes._workers)
+
+    trainer.lanes.start = start
+    trainer.fit()
+    assert started and not any(p.is_alive() for p in started)
+
+
+def test_a_lane_that_dies_in_fit_keeps_the_last_checkpoint(tmp_path):
+    trainer = small_trainer(tmp_path, epochs=2)
+    original = trainer._end_epoch
+
+    def end_epoch():  # after the first epoch's checkpoint, lane 1's process is killed
+        original()
+        os.kill(trainer.lanes._workers[0].process.pid, signal.SIGKILL)
+        trainer.lanes._workers[0].process.join()
+
+    trainer._end_epoch = end_epoch
+    with pytest.raises(LaneProcessError, match="training lane 1"):
+        trainer.fit()
+    meta = load_checkpoint(trainer.checkpoint_path).meta
+    assert meta["epoch"] == 1
