@@ -24,11 +24,16 @@ from fcn_scratch.device import array_module, check_device, device_of, is_cuda_ar
 _grad_enabled = True  # False inside no_grad()
 
 
-@contextmanager
-def no_grad() -> Iterator[None]:
+def no_grad():
     """A block (or, as ``@no_grad()``, a function) in which ops build no graph."""
+    return set_grad_enabled(False)
+
+
+@contextmanager
+def set_grad_enabled(mode: bool) -> Iterator[None]:
+    """A block in which ops build a graph if ``mode`` is true, and none if it is false."""
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous, _grad_enabled = _grad_enabled, bool(mode)
     try:
         yield
     finally:

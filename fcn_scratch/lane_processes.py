@@ -39,6 +39,7 @@ import weakref
 import numpy as np
 
 from fcn_scratch import parallel, random
+from fcn_scratch.autograd import is_grad_enabled, set_grad_enabled
 from fcn_scratch.memory import keep_freed_memory
 
 
@@ -90,6 +91,7 @@ class ProcessLanes:
             return
         keep_freed_memory()  # malloc's setting: the children inherit it
         self._shared = _Block(self._arrays())
+        self._publish()
         context = multiprocessing.get_context("fork")
         for lane in range(1, self.count):
             grads = _Block([p.data for p in self._params])
@@ -117,20 +119,23 @@ class ProcessLanes:
 
         arrays: batches (first axis N) cut into ``min(count, N)`` contiguous slices of
         near-equal size, as ``Lanes.run`` cuts them. The lanes see the model's current
-        arrays, ``requires_grad`` flags and training modes."""
+        arrays, ``requires_grad`` flags and training modes, and ``no_grad()`` if it is on."""
         used = max(1, min(self.count, len(arrays[0])))
         self._used = used
         if used == 1:
             return [fn(self.model, *arrays)]
         self.start()
+        if [(a.shape, a.dtype) for a in self._arrays()] != self._shared.layout:
+            self.close()  # an array changed its shape or type: new processes for the new layout
+            self.start()
         self._publish()
         # dropout acts only in training: evaluation leaves the global generator alone
         seed = int(random.generator("cpu").integers(2**63)) if self.model.training else 0
         parts = parallel.cut(arrays, used)
         modes = [m.training for m in self.model.modules()]
-        flags = [p.requires_grad for p in self._params]
+        flags = [p.requires_grad for p in self._params], is_grad_enabled()
         try:
-            requests = [pickle.dumps((fn, seed, modes, flags, part), 5) for part in parts[1:]]
+            requests = [_Request((fn, seed, modes, flags, part)) for part in parts[1:]]
         except (pickle.PicklingError, TypeError, AttributeError) as err:
             raise TypeError(
                 "ProcessLanes.run: fn and its arrays must pickle to reach a lane's process "
@@ -160,14 +165,18 @@ class ProcessLanes:
         return [p.data for p in self._params] + [getattr(m, k) for m, k in self._buffers]
 
     def _publish(self) -> None:
-        """Copy the model's arrays to where the children read them (new processes if an
-        array changed its shape or type since they started)."""
-        arrays = self._arrays()
-        if [(a.shape, a.dtype) for a in arrays] != self._shared.layout:
-            self.close()
-            self.start()
-        for view, a in zip(self._shared.views, arrays):
-            np.copyto(view, a)
+        """Put the model's arrays where the children read them: the model's own arrays
+        become views of the shared block, so an optimiser that updates them in place
+        publishes its update as it makes it; only an array that was replaced since (a
+        loaded state, a new buffer) is copied here."""
+        for p, view in zip(self._params, self._shared.views):
+            if p.data is not view:
+                np.copyto(view, p.data)
+                p.data = view
+        for (m, k), view in zip(self._buffers, self._shared.views[len(self._params) :]):
+            if getattr(m, k) is not view:
+                np.copyto(view, getattr(m, k))
+                setattr(m, k, view)
 
     def _collect(self, workers: list) -> list:
         """The replies of the workers sent a request. If a send failed, or waiting is cut
@@ -190,9 +199,9 @@ class _Worker:
         self.lane, self.process, self.conn, self.grads = lane, process, conn, grads
         self.has_grad: list = []
 
-    def send(self, request: bytes) -> None:
+    def send(self, request: "_Request") -> None:
         try:
-            self.conn.send_bytes(request)
+            request.send(self.conn)
         except OSError as err:  # a broken pipe: the process has ended
             raise self._ended() from err
 
@@ -220,6 +229,29 @@ class _Worker:
         except Exception:  # an exception that does not unpickle: its traceback still comes
             error = LaneProcessError(f"training lane {self.lane} failed")
         raise error from LaneProcessError(f"in training lane {self.lane}:\n{detail}")
+
+
+class _Request:
+    """A request pickled with its arrays' data out of band: the data goes through the pipe
+    as it is, without being copied into the pickle first (and back out in the child)."""
+
+    def __init__(self, request: tuple):
+        buffers: list = []
+        self.body = pickle.dumps(request, 5, buffer_callback=buffers.append)
+        self.buffers = [b.raw() for b in buffers]
+
+    def send(self, conn) -> None:
+        conn.send_bytes(pickle.dumps((self.body, [b.nbytes for b in self.buffers]), 5))
+        for b in self.buffers:
+            conn.send_bytes(b)
+
+    @staticmethod
+    def receive(conn) -> tuple:
+        body, sizes = pickle.loads(conn.recv_bytes())
+        buffers = [bytearray(n) for n in sizes]  # writable: the arrays may be written to
+        for b in buffers:
+            conn.recv_bytes_into(b)
+        return pickle.loads(body, buffers=buffers)
 
 
 class _Block:
@@ -260,15 +292,17 @@ def _serve(conn, inherited: list, model, lane: int, shared: _Block, grads: _Bloc
         setattr(m, k, view)
     while True:
         try:
-            fn, seed, modes, flags, part = pickle.loads(conn.recv_bytes())
+            fn, seed, modes, flags, part = _Request.receive(conn)
         except EOFError:
             return
         for m, mode in zip(modules, modes):
             m.training = mode
-        for p, flag in zip(params, flags):
+        requires_grad, grad_enabled = flags
+        for p, flag in zip(params, requires_grad):
             p.requires_grad, p.grad = flag, None
         try:
-            value = parallel.in_lane(fn, seed)(lane, model, *part)
+            with set_grad_enabled(grad_enabled):
+                value = parallel.in_lane(fn, seed)(lane, model, *part)
             reply = (True, value, [_put(p.grad, g) for p, g in zip(params, grads.views)])
         except Exception as err:
             reply = (False, _pickled(err), traceback.format_exc())

@@ -9,6 +9,7 @@ import pytest
 
 from fcn_scratch import lane_processes, parallel
 from fcn_scratch import random as fcn_random
+from fcn_scratch.autograd import is_grad_enabled, no_grad
 from fcn_scratch.lane_processes import LaneProcessError, ProcessLanes, training_lanes
 from fcn_scratch.models import build_model
 from fcn_scratch.train import TrainConfig, Trainer
@@ -66,9 +67,29 @@ def test_process_lanes_give_the_bits_of_thread_lanes(count):
     assert threads_1[0] != threads_2[0]  # the second step saw the updated parameters
 
 
+def test_steps_with_an_optimiser_give_the_bits_of_thread_lanes():
+    """Adam updates the parameters in place between steps: the children must see that."""
+    x, y = batch()
+    params = []
+    for kind in (parallel.Lanes, ProcessLanes):
+        parallel.limit_threads(2)
+        trainer = Trainer(
+            TrainConfig(out=None, train_size=6, val_size=2, image_size=32, batch_size=6, **SMALL),
+            progress=False,
+        )
+        trainer.lanes = kind(trainer.model, 2)
+        for _ in range(3):
+            trainer.train_step(x, y)
+            trainer.optimizer.step()
+        trainer.lanes.close()
+        params.append([p.data.tobytes() for p in trainer.model.parameters()])
+    assert params[0] == params[1]
+
+
 def report(model, x):
-    """What a lane sees: its slice's size, the model's mode and the first parameter's flag."""
-    return len(x), model.training, next(iter(model.parameters())).requires_grad
+    """What a lane sees: its slice's size, the model's mode, the first parameter's flag and
+    whether ops record a graph."""
+    return len(x), model.training, next(iter(model.parameters())).requires_grad, is_grad_enabled()
 
 
 def test_modes_flags_and_uneven_slices_reach_the_children():
@@ -77,9 +98,12 @@ def test_modes_flags_and_uneven_slices_reach_the_children():
     x, _ = batch(n=7)
     model.eval()
     next(iter(model.parameters())).requires_grad = False
-    assert lanes.run(report, x) == [(2, False, False), (3, False, False), (2, False, False)]
+    with no_grad():
+        seen = lanes.run(report, x)
+    assert seen == [(2, False, False, False), (3, False, False, False), (2, False, False, False)]
     model.train()
-    assert lanes.run(report, x[:2]) == [(1, True, False), (1, True, False)]  # 2 lanes used
+    seen = lanes.run(report, x[:2])  # two images: two lanes used
+    assert seen == [(1, True, False, True), (1, True, False, True)]
     lanes.close()
 
 
@@ -105,7 +129,7 @@ def test_a_function_that_does_not_pickle_is_named():
     x, _ = batch(n=4)
     with pytest.raises(TypeError, match="ProcessLanes.run: fn and its arrays must pickle"):
         lanes.run(lambda model, part: len(part), x)
-    assert lanes.run(report, x)[1] == (2, True, True)  # nothing half-sent: the lanes go on
+    assert lanes.run(report, x)[1] == (2, True, True, True)  # nothing half-sent: the lanes go on
     lanes.close()
 
 
@@ -118,7 +142,7 @@ def test_a_dead_child_is_reported_and_the_next_run_starts_a_new_one():
     process.join()
     with pytest.raises(LaneProcessError, match=r"training lane 1: its process \(pid \d+\) ended"):
         lanes.run(report, x)
-    assert lanes.run(report, x) == [(2, True, True), (2, True, True)]
+    assert lanes.run(report, x) == [(2, True, True, True), (2, True, True, True)]
     assert lanes._workers[0].process.pid != process.pid
     lanes.close()
 
@@ -132,7 +156,7 @@ def test_close_ends_the_processes_and_a_changed_model_gets_new_ones():
     p.data = np.zeros(p.data.shape + (1,), p.data.dtype)  # a new shape: the layout changed
     x, _ = batch(n=2)
     assert lanes.run(lambda m, part: len(part), x[:1]) == [1]  # one lane: no process needed
-    assert lanes.run(report, x) == [(1, True, True), (1, True, True)]
+    assert lanes.run(report, x) == [(1, True, True, True), (1, True, True, True)]
     assert not first.is_alive() and lanes._workers[0].process is not first
     second = lanes._workers[0].process
     lanes.close()
