@@ -38,7 +38,7 @@ import weakref
 
 import numpy as np
 
-from fcn_scratch import parallel, random
+from fcn_scratch import parallel
 from fcn_scratch.autograd import is_grad_enabled, set_grad_enabled
 from fcn_scratch.memory import keep_freed_memory
 
@@ -129,8 +129,7 @@ class ProcessLanes:
             self.close()  # an array changed its shape or type: new processes for the new layout
             self.start()
         self._publish()
-        # dropout acts only in training: evaluation leaves the global generator alone
-        seed = int(random.generator("cpu").integers(2**63)) if self.model.training else 0
+        seed = parallel.lane_seed(self.model)
         parts = parallel.cut(arrays, used)
         modes = [m.training for m in self.model.modules()]
         flags = [p.requires_grad for p in self._params], is_grad_enabled()

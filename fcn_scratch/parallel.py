@@ -117,10 +117,8 @@ class Lanes:
             return [fn(self.model, *arrays)]
         self.start()
         self._sync(used)
-        # dropout acts only in training: evaluation leaves the global generator alone
-        seed = int(random.generator("cpu").integers(2**63)) if self.model.training else 0
         calls = [(r, *part) for r, part in zip(self.replicas, cut(arrays, used))]
-        return _at_once(self._pool, in_lane(fn, seed), calls)
+        return _at_once(self._pool, in_lane(fn, lane_seed(self.model)), calls)
 
     def reduce_grads(self) -> None:
         """Add the gradients of the replicas used by the last ``run`` to the model's."""
@@ -217,6 +215,12 @@ def replicate(model):
     for p in model.parameters():
         memo[id(p.data)] = p.data
     return copy.deepcopy(model, memo)
+
+
+def lane_seed(model) -> int:
+    """The seed of a run's lane generators: drawn from the global generator in training,
+    0 in evaluation (dropout acts only in training, so evaluation leaves it alone)."""
+    return int(random.generator("cpu").integers(2**63)) if model.training else 0
 
 
 def in_lane(fn, seed: int):
