@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numba
@@ -28,8 +29,10 @@ from kernel_cases import (
     window_configs,
 )
 
+from fcn_scratch import kernels
 from fcn_scratch.kernels import cpu
 from fcn_scratch.kernels import reference as ref
+from fcn_scratch.ops import loss
 from fcn_scratch.ops.shapes import conv_out_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -343,3 +346,28 @@ def test_adam_update_matches_its_formula(weight_decay, decoupled, dtype):
     for got, want in zip((p, m, v), expected):
         assert got.dtype == dtype
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+
+
+# ---- cross-entropy -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cross_entropy_kernels_match_numpy_bit_for_bit(reduction, weighted, dtype):
+    """The Numba cross-entropy (fcn_scratch.kernels.cross_entropy) against the NumPy
+    expressions of ops.loss, which run under ``kernels.using(reference)``: the same
+    arithmetic in the same order, so the same bits, ignored pixels and uint8 targets too."""
+    rng = np.random.default_rng(5)
+    logits = (4 * rng.standard_normal((3, 5, 7, 9))).astype(dtype)
+    target = rng.integers(0, 5, (3, 7, 9)).astype(np.uint8)
+    target[0, 0, :4] = 255
+    weight = rng.random(5).astype(dtype) if weighted else None
+    dloss = rng.standard_normal((3, 7, 9)).astype(dtype) if reduction == "none" else dtype(1.5)
+    results = []
+    for backend in (nullcontext(), kernels.using(ref)):  # Numba, then NumPy
+        with backend:
+            value, ctx = loss.cross_entropy_forward(logits, target, weight, 255, reduction)
+            results.append((value, ctx.prob, ctx.target, loss.cross_entropy_backward(dloss, ctx)))
+    for got, want in zip(*results):
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fcn_scratch import kernels
 from fcn_scratch.device import array_module, device_of, same_device
 from fcn_scratch.ops.shapes import check_float, check_ndim, check_not_empty
 
@@ -50,20 +51,29 @@ def _check(logits, target, weight, ignore_index, reduction):
             )
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    # Checked on the host only: on CUDA the check would cost a device-to-host sync.
-    if device_of(target) == "cpu":
-        bad = (target != ignore_index) & ((target < 0) | (target >= K))
-        if bad.any():
-            raise ValueError(
-                f"{op}: target values must be in [0, {K}) or ignore_index={ignore_index}, "
-                f"got {sorted(set(target[bad].tolist()))[:5]}"
-            )
+    # Checked on the host only: on CUDA the check would cost a device-to-host sync. The
+    # Numba kernel counts bad targets as it goes (the forward raises if it found any).
+    if device_of(target) == "cpu" and not kernels.is_numba(logits):
+        _check_targets(target, K, ignore_index)
+
+
+def _check_targets(target, K, ignore_index):
+    bad = (target != ignore_index) & ((target < 0) | (target >= K))
+    if bad.any():
+        raise ValueError(
+            f"cross_entropy: target values must be in [0, {K}) or ignore_index={ignore_index}, "
+            f"got {sorted(set(target[bad].tolist()))[:5]}"
+        )
 
 
 def cross_entropy_forward(logits, target, weight=None, ignore_index=255, reduction="mean"):
     """Returns (loss, ctx). Per pixel, with z = logits - max over classes (for stability):
     -log softmax(logits)[t] = log(sum_k exp(z_k)) - z_t."""
     _check(logits, target, weight, ignore_index, reduction)
+    if kernels.is_numba(logits):
+        prob, t, w, losses = _fused_forward(logits, target, weight, ignore_index)
+        total = w.sum()
+        return _reduce(losses, total, reduction), LossCtx(prob, t, w, reduction, total)
     xp = array_module(logits)
     valid = target != ignore_index  # (N, H, W)
     t = xp.where(valid, target, 0).astype(np.int64)[:, None]  # (N, 1, H, W)
@@ -75,13 +85,50 @@ def cross_entropy_forward(logits, target, weight=None, ignore_index=255, reducti
     w = valid.astype(logits.dtype) if weight is None else weight[t[:, 0]] * valid
     losses = (xp.log(total_exp) - z_t) * w  # (N, H, W)
     total = w.sum()
+    return _reduce(losses, total, reduction), LossCtx(prob, t[:, 0], w, reduction, total)
+
+
+def _fused_forward(logits, target, weight, ignore_index):
+    """The forward by the Numba kernels, with NumPy's exp and log (vectorised, where Numba
+    calls them one number at a time): (prob, t, pixel weight, losses) as above."""
+    from fcn_scratch.kernels import cross_entropy
+
+    N, K, H, W = logits.shape
+    logits = np.ascontiguousarray(logits)
+    target = np.ascontiguousarray(target)
+    weight = np.ones(K, logits.dtype) if weight is None else np.ascontiguousarray(weight)
+    prob = np.empty_like(logits)  # z, then exp(z), then the softmax
+    t = np.empty((N, H, W), np.int64)
+    w, z_t = np.empty((N, H, W), logits.dtype), np.empty((N, H, W), logits.dtype)
+    bad = cross_entropy.shift(
+        logits.reshape(N, K, -1),
+        target.reshape(N, -1),
+        weight,
+        ignore_index,
+        prob.reshape(N, K, -1),
+        t.reshape(N, -1),
+        w.reshape(N, -1),
+        z_t.reshape(N, -1),
+    )
+    if bad:
+        _check_targets(target, K, ignore_index)
+    np.exp(prob, out=prob)
+    total_exp = np.empty((N, H, W), logits.dtype)
+    cross_entropy.normalise(prob.reshape(N, K, -1), total_exp.reshape(N, -1))
+    losses = np.log(total_exp, out=total_exp)
+    losses -= z_t
+    losses *= w
+    return prob, t, w, losses
+
+
+def _reduce(losses, total, reduction):
+    """losses (N, H, W) -> as ``reduction`` asks; 'mean' divides by ``total``, the summed
+    pixel weights."""
     if reduction == "none":
-        loss = losses
-    elif reduction == "sum":
-        loss = losses.sum()
-    else:
-        loss = losses.sum() / total
-    return loss, LossCtx(prob, t[:, 0], w, reduction, total)
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / total
 
 
 def cross_entropy_backward(dloss, ctx):
@@ -92,7 +139,20 @@ def cross_entropy_backward(dloss, ctx):
     scale = ctx.pixel_weight * dloss  # (N, H, W)
     if ctx.reduction == "mean":
         scale = scale / ctx.total_weight
-    scale = scale.astype(ctx.prob.dtype, copy=False)[:, None]  # (N, 1, H, W)
+    scale = scale.astype(ctx.prob.dtype, copy=False)  # (N, H, W)
+    if kernels.is_numba(ctx.prob):
+        from fcn_scratch.kernels import cross_entropy
+
+        N, K = ctx.prob.shape[:2]
+        dlogits = np.empty_like(ctx.prob)
+        cross_entropy.backward(
+            ctx.prob.reshape(N, K, -1),
+            ctx.target.reshape(N, -1),
+            np.ascontiguousarray(scale).reshape(N, -1),
+            dlogits.reshape(N, K, -1),
+        )
+        return dlogits
+    scale = scale[:, None]  # (N, 1, H, W)
     dlogits = ctx.prob * scale  # (N, K, H, W)
     t = ctx.target[:, None]  # (N, 1, H, W)
     xp.put_along_axis(dlogits, t, xp.take_along_axis(dlogits, t, axis=1) - scale, axis=1)
