@@ -7,8 +7,16 @@ import numpy as np
 
 def pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
     """Normalise an int or a pair of ints to ``(h, w)`` and check ``>= minimum``."""
-    if type(value) is int and value >= minimum:  # the common case, first: ops call this often
+    # The common cases first, ops call this often: an int, or the pair a module keeps.
+    if type(value) is int and value >= minimum:
         return (value, value)
+    if (
+        type(value) is tuple
+        and len(value) == 2
+        and type(value[0]) is type(value[1]) is int
+        and min(value) >= minimum
+    ):
+        return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (int(value), int(value))
     if (
