@@ -73,6 +73,7 @@ class ProcessLanes:
         self.count = count
         self._params = list(model.parameters())
         self._buffers = _buffers(model)
+        self._modules: list = []  # the model's modules when the children were forked
         self._workers: list[_Worker] = []
         self._shared: _Block | None = None  # the model's arrays, as the children see them
         self._used = 1
@@ -90,6 +91,7 @@ class ProcessLanes:
         if self._workers or self.count == 1:
             return
         keep_freed_memory()  # malloc's setting: the children inherit it
+        self._modules = list(self.model.modules())  # the children's, in the same order
         self._shared = _Block(self._arrays())
         self._publish()
         context = multiprocessing.get_context("fork")
@@ -131,7 +133,7 @@ class ProcessLanes:
         self._publish()
         seed = parallel.lane_seed(self.model)
         parts = parallel.cut(arrays, used)
-        modes = [m.training for m in self.model.modules()]
+        modes = [m.training for m in self._modules]  # walking the tree each step cost 0.3 ms
         flags = [p.requires_grad for p in self._params], is_grad_enabled()
         try:
             requests = [_Request((fn, seed, modes, flags, part)) for part in parts[1:]]
