@@ -211,3 +211,27 @@ def test_a_lane_that_dies_in_fit_keeps_the_last_checkpoint(tmp_path):
         trainer.fit()
     meta = load_checkpoint(trainer.checkpoint_path).meta
     assert meta["epoch"] == 1
+
+
+def test_evaluation_runs_in_the_lane_processes_with_the_bits_of_threads():
+    """A trainer's lane processes evaluate too: the same metrics and loss to the last bit
+    as thread lanes; lanes of another count (or model) are left alone."""
+    from fcn_scratch.data import ArrayDataset
+    from fcn_scratch.train.evaluation import evaluate
+
+    x, y = batch(n=7)
+    dataset = ArrayDataset(x, y, ["a", "b", "c", "d"])
+    model = build_model("fcn8s", 4, rng=0, **SMALL)
+    parallel.limit_threads(2)
+    lanes = ProcessLanes(model, 2)
+    try:
+        in_processes = evaluate(model, dataset, 4, "cpu", lanes)
+        assert lanes.pids  # they ran it
+        on_threads = evaluate(model, dataset, 4, "cpu")
+        other = ProcessLanes(model, 3)
+        assert evaluate(model, dataset, 4, "cpu", other) == on_threads
+        assert not other.pids  # not the evaluation's count: not used, not started
+    finally:
+        lanes.close()
+    assert in_processes == on_threads
+    assert model.training  # the mode is restored

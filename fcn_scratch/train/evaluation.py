@@ -44,37 +44,43 @@ def predict(model, images: np.ndarray, device: str = "cpu", batch_size: int = 16
     return np.concatenate(out).astype(np.int64)  # (N, H, W)
 
 
-def evaluate(model, dataset, batch_size: int = 16, device: str = "cpu") -> dict:
+def evaluate(model, dataset, batch_size: int = 16, device: str = "cpu", lanes=None) -> dict:
     """The four metrics of the paper on ``dataset``, per-class IU and the mean loss.
 
     Returns {'pixel_acc', 'mean_acc', 'mean_iou', 'fw_iou', 'per_class_iou' (one per class,
     None where a class is absent from both truth and prediction), 'loss' (unweighted
-    cross-entropy per non-ignored pixel)}.
+    cross-entropy per non-ignored pixel)}. ``lanes``: see ``confusion``.
     """
-    cm, loss = confusion(model, dataset, batch_size, device)
+    cm, loss = confusion(model, dataset, batch_size, device, lanes)
     return {**cm.summary(), "loss": loss}
 
 
 def confusion(
-    model, dataset, batch_size: int = 16, device: str = "cpu"
+    model, dataset, batch_size: int = 16, device: str = "cpu", lanes=None
 ) -> tuple[ConfusionMatrix, float]:
     """The confusion matrix of ``model`` on ``dataset`` and the mean loss per valid pixel.
 
     A dataset whose ``image_size`` is None (images of different sizes, unresized) is
-    evaluated one image at a time."""
+    evaluated one image at a time. ``lanes``: lanes of ``model`` to run the batches in (a
+    trainer's lane processes); used when they have as many lanes as evaluation may use,
+    else, or when None, thread lanes made here. The results are the same bits either way."""
     cm = ConfusionMatrix(dataset.num_classes, ignore_index=IGNORE_INDEX)
     loss_sum, pixels = 0.0, 0
     if getattr(dataset, "image_size", ()) is None:  # images of their own sizes: one at a time
         batch_size = 1
     with inference(model):
-        lanes = Lanes(model, lane_count(model, device))
+        count = lane_count(model, device)
+        own = lanes is None or lanes.model is not model or lanes.count != count
+        if own:
+            lanes = Lanes(model, count)
         for start in range(0, len(dataset), batch_size):
             x, y = dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset))))
             for labels, target, part_loss in lanes.run(partial(_score, device=device), x, y):
                 cm.update(labels, target)  # counted on the device
                 loss_sum += part_loss
             pixels += int((y != IGNORE_INDEX).sum())
-        lanes.close()
+        if own:
+            lanes.close()
     return cm, (loss_sum / pixels if pixels else math.nan)
 
 

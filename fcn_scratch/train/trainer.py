@@ -249,7 +249,9 @@ class Trainer:
             **self._epoch_summary(),
         }
         record.update(
-            evaluate(self.model, self.val_set, self.config.batch_size, self.config.device)
+            evaluate(
+                self.model, self.val_set, self.config.batch_size, self.config.device, self.lanes
+            )
         )
         self.history["epochs"].append(record)
         self.metrics = record
