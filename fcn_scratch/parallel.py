@@ -17,7 +17,8 @@ seconds. A lane that is put aside only delays its own slice.
 Threads still take turns at the GIL for the Python part of every op. A training step on
 Linux therefore runs its lanes 1.. in forked processes instead (``ProcessLanes`` in
 ``fcn_scratch.lane_processes``: the same slices, kernels and order of additions, so the
-same bits); evaluation and prediction keep these threads, which need no start-up.
+same bits), and the evaluation after each epoch runs in those processes too; other
+evaluation and prediction keep these threads, which need no start-up.
 
 Lane 0 runs on the model itself, in the calling thread; lane i > 0 runs on a replica whose
 parameters share the model's arrays but keep their own ``.grad``. ``reduce_grads`` adds the

@@ -70,10 +70,15 @@ def cross_entropy_forward(logits, target, weight=None, ignore_index=255, reducti
     """Returns (loss, ctx). Per pixel, with z = logits - max over classes (for stability):
     -log softmax(logits)[t] = log(sum_k exp(z_k)) - z_t."""
     _check(logits, target, weight, ignore_index, reduction)
-    if kernels.is_numba(logits):
-        prob, t, w, losses = _fused_forward(logits, target, weight, ignore_index)
-        total = w.sum()
-        return _reduce(losses, total, reduction), LossCtx(prob, t, w, reduction, total)
+    forward = _fused_forward if kernels.is_numba(logits) else _array_forward
+    prob, t, w, losses = forward(logits, target, weight, ignore_index)
+    total = w.sum()
+    return _reduce(losses, total, reduction), LossCtx(prob, t, w, reduction, total)
+
+
+def _array_forward(logits, target, weight, ignore_index):
+    """The forward in array expressions (NumPy or CuPy): (prob (N, K, H, W), t (N, H, W)
+    int64 with ignored pixels 0, pixel weights (N, H, W), losses (N, H, W))."""
     xp = array_module(logits)
     valid = target != ignore_index  # (N, H, W)
     t = xp.where(valid, target, 0).astype(np.int64)[:, None]  # (N, 1, H, W)
@@ -84,13 +89,12 @@ def cross_entropy_forward(logits, target, weight=None, ignore_index=255, reducti
     prob /= total_exp[:, None]  # softmax, in place of z
     w = valid.astype(logits.dtype) if weight is None else weight[t[:, 0]] * valid
     losses = (xp.log(total_exp) - z_t) * w  # (N, H, W)
-    total = w.sum()
-    return _reduce(losses, total, reduction), LossCtx(prob, t[:, 0], w, reduction, total)
+    return prob, t[:, 0], w, losses
 
 
 def _fused_forward(logits, target, weight, ignore_index):
     """The forward by the Numba kernels, with NumPy's exp and log (vectorised, where Numba
-    calls them one number at a time): (prob, t, pixel weight, losses) as above."""
+    calls them one number at a time): the same arrays as ``_array_forward``, the same bits."""
     from fcn_scratch.kernels import cross_entropy
 
     N, K, H, W = logits.shape
