@@ -9,7 +9,7 @@ over ``--repeat`` runs after a warm-up run (so Numba's first-call compile is not
                 by stride tricks, col2im as KH*KW strided slice additions, max pooling by
                 argmax over window views
     ours        fcn_scratch.ops, i.e. the Numba kernels (or the CUDA ones) with NumPy's GEMM;
-                on the CPU the 3x3 convolutions from 32 channels take Winograd's
+                on the CPU the 3x3 convolutions from 8 channels take Winograd's
                 algorithm, and with several threads the convolutions cut their batch
                 into one slice per thread (see fcn_scratch.ops.conv)
     torch       PyTorch on the same device, with the same number of threads

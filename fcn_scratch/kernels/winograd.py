@@ -1,188 +1,225 @@
-"""Winograd F(2x2, 3x3) tile transforms, compiled with Numba (CPU only).
+"""Winograd tile transforms, compiled with Numba (CPU only).
 
 The arithmetic and where it comes from are in ``fcn_scratch.ops.winograd``; this module
-holds the loops that move the tiles. The four 1-D transforms, as sums:
+holds the loops that move the tiles. An m x m output tile of a 3x3 convolution comes from
+an n x n input window, n = m + 2, and every transform is a small matrix applied down the
+columns of a tile (combining rows of the image), then along its rows (combining columns):
 
-    B^T d = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)        input tile      (4 -> 4)
-    A^T m = (m0 + m1 + m2, m1 - m2 - m3)                 output tile     (4 -> 2)
-    A g   = (g0, g0 + g1, g0 - g1, -g1)                  its adjoint     (2 -> 4)
-    B e   = (e0, e1 - e2 + e3, e1 + e2 - e0, -e3)        its adjoint     (4 -> 4)
+    input tile      B^T d B         B^T: (n, n)
+    output tile     A^T M A         A^T: (m, n)
+    their adjoints  B e B^T, A g A^T
 
-A 2-D transform applies one down the columns of a tile (combining rows of the image),
-then along its rows (combining columns).
+The kernels take a matrix as its "terms": for each row, the columns of its nonzero
+entries and their values, five per row (rows with fewer are padded with zero
+coefficients), as ``idx`` (rows, 5) and ``coef`` (rows, 5) in the data's dtype. Which
+matrices, and so m, is the caller's choice; the loops only follow them.
 
-Layouts. Tile (ty, tx) covers the outputs ``[2ty, 2ty+2) x [2tx, 2tx+2)`` and reads the
-4x4 input window at ``(2ty, 2tx)`` of the image padded by 1. TH = ceil(H/2), TW =
-ceil(W/2), C the channels. Images come as "split rows", channels last, with the even and
-odd columns apart: ``S[n, row, parity, j, c]`` is pixel ``(row, 2*j + parity)``, flattened
-to ``(N, rows, 2 * cols * C)``. Column 2tx + s of the window (s = 0, 1, 2, 3) is then the
-block ``(s % 2, tx + s // 2)``, and a whole row of tiles is a few contiguous runs.
-Transformed tiles are ``(16, >= N*TH*TW*C)``: element ``4*i + j`` of tile ``t = (n*TH +
-ty)*TW + tx``, channel c, at ``[4*i + j, t*C + c]``, viewed by the caller as
-``(16, tiles, C)``, 16 matrices for matmul.
+Layouts. Tile (ty, tx) covers the outputs ``[m*ty, m*ty + m) x [m*tx, m*tx + m)`` and reads
+the n x n input window at ``(m*ty, m*tx)`` of the image padded by 1. TH = ceil(H/m), TW =
+ceil(W/m), C the channels. Images come as "split rows", channels last, with the columns
+apart by their remainder mod m: ``S[img, row, phase, j, c]`` is pixel ``(row, m*j +
+phase)``, flattened to ``(N, rows, m * cols * C)``. Column m*tx + s of the window (s < n)
+is then the block ``(s % m, tx + s // m)``, and a whole row of tiles is a few contiguous
+runs. Transformed tiles are ``(n*n, >= N*TH*TW*C)``: entry ``n*i + j`` of tile ``t = (img*TH
++ ty)*TW + tx``, channel c, at ``[n*i + j, t*C + c]``, viewed by the caller as
+``(n*n, tiles, C)``, n*n matrices for matmul.
 
-Every inner loop runs over one row of tiles and all channels at once, with unit stride,
-writes one array and indexes with unsigned integers: what LLVM needs to vectorise it
-(a loop that writes many arrays it cannot prove free of overlaps; Numba checks signed
+Every inner loop (``_mix``) runs over one row of tiles and all channels at once, with unit
+stride, writes one array and indexes with unsigned integers: what LLVM needs to vectorise
+it (a loop that writes many arrays it cannot prove free of overlaps; Numba checks signed
 indices for wrap-around). Like the other CPU kernels these run on one thread, release the
 GIL and add in a fixed order (deterministic); the caller allocates the outputs.
 """
 
 import numpy as np
-from numba import uint64
+from numba import njit, uint64
 
 from fcn_scratch.kernels.cpu import kernel
 
+TERMS = 5  # nonzero entries per row of a transform matrix, at most
+
+
+@njit(inline="always", cache=True)
+def _mix(dst, d, src, s, rel, coef, count, add):
+    """dst[d + u] = (or +=) the sum over t < 5 of coef[t] * src[s + rel[t] + u], for u <
+    count: one row of a transform matrix applied to a whole row of tiles."""
+    d, count = uint64(d), uint64(count)
+    s0, s1, s2 = uint64(s + rel[0]), uint64(s + rel[1]), uint64(s + rel[2])
+    s3, s4 = uint64(s + rel[3]), uint64(s + rel[4])
+    c0, c1, c2, c3, c4 = coef[0], coef[1], coef[2], coef[3], coef[4]
+    if add:
+        for u in range(count):
+            dst[d + u] += (
+                c0 * src[s0 + u]
+                + c1 * src[s1 + u]
+                + c2 * src[s2 + u]
+                + c3 * src[s3 + u]
+                + c4 * src[s4 + u]
+            )
+    else:
+        for u in range(count):
+            dst[d + u] = (
+                c0 * src[s0 + u]
+                + c1 * src[s1 + u]
+                + c2 * src[s2 + u]
+                + c3 * src[s3 + u]
+                + c4 * src[s4 + u]
+            )
+
+
+@njit(cache=True)
+def _window_columns(n, m, C, width):
+    """Where column s < n of window 0 starts in a row of split rows ``width`` wide."""
+    s = np.arange(n)
+    return (s % m) * (width // m) + (s // m) * C
+
 
 @kernel
-def input_tiles(xs, C, V):
-    """xs: (N, 2*TH + 2, 2*(TW+1)*C) split rows of the padded input -> V: each 4x4
-    window d as B^T d B."""
+def input_tiles(xs, C, idx, coef, V):
+    """xs: (N, m*TH + 2, m*(TW+1)*C) split rows of the padded input -> V: each n x n
+    window d as B^T d B (idx, coef: the terms of B^T, n rows)."""
+    n = idx.shape[0]
+    m = n - 2
     N, rows, width = xs.shape
-    TH, TW = (rows - 2) // 2, width // (2 * C) - 1
-    run, odd, C = uint64(TW * C), uint64(width // 2), uint64(C)
-    R = np.empty((4, width), dtype=xs.dtype)  # B^T down the columns of a row of windows
-    for n in range(N):
-        for ty in range(uint64(TH)):
-            y = 2 * ty
-            for u in range(uint64(width)):
-                R[0, u] = xs[n, y, u] - xs[n, y + 2, u]
-            for u in range(uint64(width)):
-                R[1, u] = xs[n, y + 1, u] + xs[n, y + 2, u]
-            for u in range(uint64(width)):
-                R[2, u] = xs[n, y + 2, u] - xs[n, y + 1, u]
-            for u in range(uint64(width)):
-                R[3, u] = xs[n, y + 1, u] - xs[n, y + 3, u]
-            base = uint64(n * TH * TW * C) + ty * run
-            for i in range(uint64(4)):  # B^T along the rows: columns 0..3 of window tx
-                k = 4 * i  # are at u, odd + u, u + C, odd + u + C (u = tx*C + c)
-                for u in range(run):
-                    V[k, base + u] = R[i, u] - R[i, u + C]
-                for u in range(run):
-                    V[k + 1, base + u] = R[i, odd + u] + R[i, u + C]
-                for u in range(run):
-                    V[k + 2, base + u] = R[i, u + C] - R[i, odd + u]
-                for u in range(run):
-                    V[k + 3, base + u] = R[i, odd + u] - R[i, odd + u + C]
+    TH, TW = (rows - 2) // m, width // (m * C) - 1
+    run, L = TW * C, V.shape[1]
+    x, v = xs.reshape(N, rows * width), V.reshape(V.size)
+    down = idx * width  # rows of the window
+    along = _window_columns(n, m, C, width)[idx]  # columns of the window
+    R = np.empty(n * width, dtype=xs.dtype)  # B^T down the columns of a row of windows
+    for img in range(N):
+        for ty in range(TH):
+            for i in range(n):
+                _mix(R, i * width, x[img], m * ty * width, down[i], coef[i], width, False)
+            base = (img * TH + ty) * run
+            for i in range(n):  # B^T along the rows
+                for j in range(n):
+                    _mix(v, (n * i + j) * L + base, R, i * width, along[j], coef[j], run, False)
 
 
 @kernel
-def output_tiles(M, C, ys):
-    """M: the products, (16, >= N*TH*TW*C) -> ys: (N, 2*TH, 2*TW*C) split rows of the
-    output, each 2x2 tile A^T m A."""
+def output_tiles(M, C, idx, coef, ys):
+    """M: the products, (n*n, >= N*TH*TW*C) -> ys: (N, m*TH, m*TW*C) split rows of the
+    output, each m x m tile A^T M A (idx, coef: the terms of A^T, m rows)."""
+    m = idx.shape[0]
+    n = m + 2
     N, rows, width = ys.shape
-    TH, TW = rows // 2, width // (2 * C)
-    run = uint64(TW * C)
-    S = np.empty((8, run), dtype=ys.dtype)  # A^T down the columns of a row of tiles
-    for n in range(N):
-        for ty in range(uint64(TH)):
-            base = uint64(n * TH * TW * C) + ty * run
-            for j in range(uint64(4)):
-                for u in range(run):
-                    S[j, u] = M[j, base + u] + M[4 + j, base + u] + M[8 + j, base + u]
-                for u in range(run):
-                    S[4 + j, u] = M[4 + j, base + u] - M[8 + j, base + u] - M[12 + j, base + u]
-            for a in range(uint64(2)):  # A^T along the rows: even, then odd columns
-                k, y = 4 * a, 2 * ty + a
-                for u in range(run):
-                    ys[n, y, u] = S[k, u] + S[k + 1, u] + S[k + 2, u]
-                for u in range(run):
-                    ys[n, y, run + u] = S[k + 1, u] - S[k + 2, u] - S[k + 3, u]
+    TH, TW = rows // m, width // (m * C)
+    run, L = TW * C, M.shape[1]
+    mm, y = M.reshape(M.size), ys.reshape(N, rows * width)
+    down = idx * (n * L)  # rows of the tile
+    along = idx * run  # columns of the tile, as rows of S
+    S = np.empty(m * n * run, dtype=ys.dtype)  # A^T down the columns of a row of tiles
+    for img in range(N):
+        for ty in range(TH):
+            base = (img * TH + ty) * run
+            for a in range(m):
+                for j in range(n):
+                    _mix(S, (a * n + j) * run, mm, j * L + base, down[a], coef[a], run, False)
+            for a in range(m):  # A^T along the rows: output column m*tx + c is phase c
+                for c in range(m):
+                    d = (m * ty + a) * width + c * run
+                    _mix(y[img], d, S, a * n * run, along[c], coef[c], run, False)
 
 
 @kernel
-def output_grad_tiles(gs, C, dM):
-    """gs: (N, 2*TH, 2*TW*C) split rows of dy (zero past odd edges) -> dM: each 2x2
-    tile g as A g A^T, the adjoint of ``output_tiles``."""
+def output_grad_tiles(gs, C, idx, coef, dM):
+    """gs: (N, m*TH, m*TW*C) split rows of dy (zero past the edges) -> dM: each m x m
+    tile g as A g A^T, the adjoint of ``output_tiles`` (idx, coef: the terms of A, n
+    rows)."""
+    n = idx.shape[0]
+    m = n - 2
     N, rows, width = gs.shape
-    TH, TW = rows // 2, width // (2 * C)
-    run = uint64(TW * C)
-    E = np.empty((4, width), dtype=gs.dtype)  # A down the columns of a row of tiles
-    for n in range(N):
-        for ty in range(uint64(TH)):
-            y = 2 * ty
-            for u in range(uint64(width)):
-                E[0, u] = gs[n, y, u]
-            for u in range(uint64(width)):
-                E[1, u] = gs[n, y, u] + gs[n, y + 1, u]
-            for u in range(uint64(width)):
-                E[2, u] = gs[n, y, u] - gs[n, y + 1, u]
-            for u in range(uint64(width)):
-                E[3, u] = -gs[n, y + 1, u]
-            base = uint64(n * TH * TW * C) + ty * run
-            for i in range(uint64(4)):  # A along the rows: even column at u, odd at run + u
-                k = 4 * i
-                for u in range(run):
-                    dM[k, base + u] = E[i, u]
-                for u in range(run):
-                    dM[k + 1, base + u] = E[i, u] + E[i, run + u]
-                for u in range(run):
-                    dM[k + 2, base + u] = E[i, u] - E[i, run + u]
-                for u in range(run):
-                    dM[k + 3, base + u] = -E[i, run + u]
+    TH, TW = rows // m, width // (m * C)
+    run, L = TW * C, dM.shape[1]
+    g, dm = gs.reshape(N, rows * width), dM.reshape(dM.size)
+    down = idx * width  # rows of the tile
+    along = idx * run  # columns of the tile (phases of a row)
+    E = np.empty(n * width, dtype=gs.dtype)  # A down the columns of a row of tiles
+    for img in range(N):
+        for ty in range(TH):
+            for i in range(n):
+                _mix(E, i * width, g[img], m * ty * width, down[i], coef[i], width, False)
+            base = (img * TH + ty) * run
+            for i in range(n):  # A along the rows
+                for j in range(n):
+                    _mix(dm, (n * i + j) * L + base, E, i * width, along[j], coef[j], run, False)
 
 
 @kernel
-def input_grad_tiles(dV, C, dxs):
-    """dV: (16, >= N*TH*TW*C) -> dxs: (N, 2*TH + 2, 2*(TW+1)*C) split rows of the padded
-    input gradient, zeroed by the caller: each tile e as B e B^T added into its window.
-    The adjoint of ``input_tiles``. Overlapping windows add in a fixed order: along a row
-    the left halves of the windows first, then the right halves; down the image one row of
-    windows after the other."""
+def input_grad_tiles(dV, C, idx, coef, dxs):
+    """dV: (n*n, >= N*TH*TW*C) -> dxs: (N, m*TH + 2, m*(TW+1)*C) split rows of the padded
+    input gradient, zeroed by the caller: each tile e as B e B^T added into its window,
+    the adjoint of ``input_tiles`` (idx, coef: the terms of B, n rows). Overlapping
+    windows add in a fixed order: along a row, window column 0 of every window first, then
+    column 1, and so on; down the image one row of windows after the other."""
+    n = idx.shape[0]
+    m = n - 2
     N, rows, width = dxs.shape
-    TH, TW = (rows - 2) // 2, width // (2 * C) - 1
-    run, odd, C = uint64(TW * C), uint64(width // 2), uint64(C)
-    F = np.empty((4, width), dtype=dxs.dtype)  # B along the rows of a row of windows
-    for n in range(N):
-        for ty in range(uint64(TH)):
-            base = uint64(n * TH * TW * C) + ty * run
-            for i in range(uint64(4)):
-                k = 4 * i
-                for u in range(run):  # columns 0 and 1 of each window
-                    F[i, u] = dV[k, base + u]
-                for u in range(run):
-                    F[i, odd + u] = dV[k + 1, base + u] - dV[k + 2, base + u] + dV[k + 3, base + u]
-                for c in range(C):
-                    F[i, run + c] = 0
-                    F[i, odd + run + c] = 0
-                for u in range(run):  # columns 2 and 3: on the next window's 0 and 1
-                    F[i, C + u] += dV[k + 1, base + u] + dV[k + 2, base + u] - dV[k, base + u]
-                for u in range(run):
-                    F[i, odd + C + u] -= dV[k + 3, base + u]
-            y = 2 * ty
-            for u in range(uint64(width)):  # B down the columns, into the image
-                dxs[n, y, u] += F[0, u]
-            for u in range(uint64(width)):
-                dxs[n, y + 1, u] += F[1, u] - F[2, u] + F[3, u]
-            for u in range(uint64(width)):
-                dxs[n, y + 2, u] += F[1, u] + F[2, u] - F[0, u]
-            for u in range(uint64(width)):
-                dxs[n, y + 3, u] -= F[3, u]
+    TH, TW = (rows - 2) // m, width // (m * C) - 1
+    run, L = TW * C, dV.shape[1]
+    dx, dv = dxs.reshape(N, rows * width), dV.reshape(dV.size)
+    columns = _window_columns(n, m, C, width)
+    down = idx * width  # rows of F
+    along = idx * L  # entries of a tile row, as rows of dV
+    F = np.empty(n * width, dtype=dxs.dtype)  # B along the rows of a row of windows
+    for img in range(N):
+        for ty in range(TH):
+            F[:] = 0
+            base = (img * TH + ty) * run
+            for i in range(n):
+                for s in range(n):
+                    d = i * width + columns[s]
+                    _mix(F, d, dv, n * i * L + base, along[s], coef[s], run, True)
+            for s in range(n):  # B down the columns, into the image
+                _mix(dx[img], (m * ty + s) * width, F, 0, down[s], coef[s], width, True)
 
 
 @kernel
 def to_split_rows(x, pad, s):
-    """x: (N, C, H, W) -> s: (N, rows, 2, cols, C), s[n, h + pad, (w + pad) % 2,
-    (w + pad) // 2, c] = x[n, c, h, w]; the rest of s is left as it is (zeros from the
-    caller)."""
+    """x: (N, C, H, W) -> s: (N, rows, m, cols, C), s[img, h + pad, (w + pad) % m,
+    (w + pad) // m, c] = x[img, c, h, w]; the rest of s is left as it is (zeros from the
+    caller). Row by row of the image: its (C, W) pixels transposed into a (W, C) buffer,
+    then copied phase by phase as whole channel vectors (2.5-5x faster than one pixel at
+    a time, which strides through memory on one side or the other)."""
     N, C, H, W = x.shape
-    pad = uint64(pad)
-    for n in range(N):
-        for c in range(uint64(C)):
-            for h in range(uint64(H)):
+    m, cols = s.shape[2], s.shape[3]
+    row = np.empty((W, C), dtype=x.dtype)
+    for img in range(N):
+        for h in range(H):
+            for c in range(C):
                 for w in range(uint64(W)):
-                    col = w + pad
-                    s[n, h + pad, col & 1, col >> 1, c] = x[n, c, h, w]
+                    row[w, c] = x[img, c, h, w]
+            for p in range(m):
+                lo, hi = _phase_range(p, pad, m, W, cols)
+                for j in range(lo, hi):
+                    w = m * j + p - pad
+                    for c in range(uint64(C)):
+                        s[img, h + pad, p, j, c] = row[w, c]
 
 
 @kernel
 def from_split_rows(s, pad, x):
-    """``to_split_rows`` undone: s: (N, rows, 2, cols, C) -> x: (N, C, H, W)."""
+    """``to_split_rows`` undone: s: (N, rows, m, cols, C) -> x: (N, C, H, W)."""
     N, C, H, W = x.shape
-    pad = uint64(pad)
-    for n in range(N):
-        for c in range(uint64(C)):
-            for h in range(uint64(H)):
+    m, cols = s.shape[2], s.shape[3]
+    row = np.empty((W, C), dtype=x.dtype)
+    for img in range(N):
+        for h in range(H):
+            for p in range(m):
+                lo, hi = _phase_range(p, pad, m, W, cols)
+                for j in range(lo, hi):
+                    w = m * j + p - pad
+                    for c in range(uint64(C)):
+                        row[w, c] = s[img, h + pad, p, j, c]
+            for c in range(C):
                 for w in range(uint64(W)):
-                    col = w + pad
-                    x[n, c, h, w] = s[n, h + pad, col & 1, col >> 1, c]
+                    x[img, c, h, w] = row[w, c]
+
+
+@njit(inline="always", cache=True)
+def _phase_range(p, pad, m, W, cols):
+    """The blocks j < cols of phase p whose column m*j + p - pad is in [0, W)."""
+    lo = max(0, (pad - p + m - 1) // m)
+    hi = min(cols, (W - 1 + pad - p) // m + 1)
+    return lo, max(lo, hi)

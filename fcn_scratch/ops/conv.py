@@ -4,9 +4,9 @@
     conv_transpose2d  y = col2im(W^T @ x)        (the adjoint of conv2d: no zero insertion)
 
 On the CPU, on one thread (a training lane, or ``--threads 1``), a 3x3 convolution with
-stride 1 and padding 1 over at least 32 channels (the FCN backbones' layers) runs by
-Winograd's minimal filtering instead, with 2.25x fewer multiply-adds: see
-``fcn_scratch.ops.winograd``. im2col remains the reference path, the
+stride 1 and padding 1 over at least 8 channels (the FCN backbones' layers after the
+first) runs by Winograd's minimal filtering F(4x4, 3x3) instead, with 4x fewer
+multiply-adds: see ``fcn_scratch.ops.winograd``. im2col remains the reference path, the
 GPU's path and every other convolution's.
 
 Where one of these convolutions, or a transposed convolution, has several threads to
