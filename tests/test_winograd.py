@@ -55,7 +55,8 @@ def _inputs(rng, shape, c_out, dtype):
 # ten times more than im2col (5e-6 - 1.2e-5 of the largest output on the training recipe's
 # layers, im2col 2e-7 - 9e-7); an error in a tile or a term is of the size of the output.
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 3e-5)])
-def test_matches_im2col(rng, shape, c_out, dtype, tol):
+def test_matches_im2col(rng, monkeypatch, shape, c_out, dtype, tol):
+    monkeypatch.setattr(winograd, "MIN_SIZE", 1)  # the kernels are right on any map
     ctx, ours, ref = _both(*_inputs(rng, shape, c_out, dtype))
     assert isinstance(ctx, winograd.WinogradCtx)
     for name, a, r in zip(("y", "dx", "dw", "db"), ours, ref):
@@ -89,7 +90,7 @@ def test_several_chunks_match_im2col(rng, monkeypatch, need_dx, need_dw):
 
 
 def test_gradients_not_asked_for_are_none(rng):
-    x, w, b, dy = _inputs(rng, (2, C, 4, 4), 3, np.float32)
+    x, w, b, dy = _inputs(rng, (2, C, 8, 8), 3, np.float32)
     ctx, ours, ref = _both(x, w, None, dy, need_dx=False)
     assert ours[1] is None and ours[3] is None
     assert np.abs(ours[2] - ref[2]).max() <= 3e-5 * np.abs(ref[2]).max()
@@ -99,7 +100,7 @@ def test_gradients_not_asked_for_are_none(rng):
 
 
 def test_deterministic_and_takes_views(rng):
-    x, w, b, dy = _inputs(rng, (2, C, 6, 5), 3, np.float32)
+    x, w, b, dy = _inputs(rng, (2, C, 9, 8), 3, np.float32)
     y1, ctx1 = conv.conv2d_forward(x, w, b, 1, 1)
     y2, ctx2 = conv.conv2d_forward(np.asfortranarray(x), w, b, 1, 1)
     assert np.array_equal(y1, y2)
@@ -113,6 +114,7 @@ def test_deterministic_and_takes_views(rng):
     "c_in, kernel, stride, padding, dilation",
     [
         (C - 1, 3, 1, 1, 1),  # too few channels: im2col is faster there
+        (C, 3, 1, 1, 1),  # too small a map (6x6): likewise
         (C, 3, 2, 1, 1),
         (C, 3, 1, 0, 1),
         (C, 3, 1, 2, 2),
@@ -128,7 +130,7 @@ def test_other_convolutions_take_im2col(rng, c_in, kernel, stride, padding, dila
 
 
 def test_with_every_thread_a_batch_splits_one_image_takes_im2col_a_lane_winograd(rng):
-    x, w, b, _ = _inputs(rng, (3, C, 4, 4), 2, np.float32)
+    x, w, b, _ = _inputs(rng, (3, C, 8, 8), 2, np.float32)
     parallel.limit_threads(2)
     _, ctx = conv.conv2d_forward(x, w, b, 1, 1)
     assert isinstance(ctx, conv.SplitCtx) and ctx.sizes == (2, 1)
@@ -147,7 +149,7 @@ def test_with_every_thread_a_batch_splits_one_image_takes_im2col_a_lane_winograd
 @pytest.mark.parametrize("need_dx, need_dw", [(True, True), (False, True), (True, False)])
 def test_a_batch_split_across_threads_matches_im2col(rng, threads, need_dx, need_dw):
     parallel.limit_threads(threads)
-    x, w, b, dy = _inputs(rng, (5, C, 5, 6), 3, np.float64)
+    x, w, b, dy = _inputs(rng, (5, C, 9, 10), 3, np.float64)
     ctx, ours, ref = _both(x, w, b, dy, need_dx, need_dw)
     assert isinstance(ctx, conv.SplitCtx) and sum(ctx.sizes) == 5
     assert len(ctx.sizes) == min(threads, 5)
@@ -162,15 +164,14 @@ def test_a_batch_split_across_threads_matches_im2col(rng, threads, need_dx, need
 
 
 def test_gradcheck_float64(rng):
-    result = gradcheck(
-        lambda x, w, b: F.conv2d(x, w, b, padding=1),
-        [rng.standard_normal((2, C, 3, 4)), rng.standard_normal((3, C, 3, 3)), np.ones(3)],
-    )
+    inputs = [rng.standard_normal((1, C, 8, 9)), rng.standard_normal((2, C, 3, 3)), np.ones(2)]
+    assert isinstance(conv.conv2d_forward(*inputs, 1, 1)[1], winograd.WinogradCtx)
+    result = gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=1), inputs)
     assert result.passed, result
 
 
 def test_other_backends_take_im2col(rng):
-    x, w, b, _ = _inputs(rng, (1, C, 4, 4), 2, np.float32)
+    x, w, b, _ = _inputs(rng, (1, C, 8, 8), 2, np.float32)
     with kernels.using(reference):
         _, ctx = conv.conv2d_forward(x, w, b, 1, 1)
     assert isinstance(ctx, conv.ConvCtx)

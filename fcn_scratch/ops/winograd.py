@@ -138,6 +138,12 @@ class WinogradCtx(NamedTuple):
 # default recipe's 32x32, 16x16 and 8x8 maps 0.65x, 0.6x and 0.85x).
 MIN_CHANNELS = 8
 
+# Maps smaller than this on a side take im2col: a 4x4 map is a single tile an image and a
+# 2x2 map a quarter of one, whose transforms cost more than they save (the default
+# recipe's fc6, 64 -> 128 channels on 2x2 maps, batch 8: 3.8x im2col's time; from 64
+# channels on 4x4 maps 0.8-1.4x).
+MIN_SIZE = 8
+
 # Tiles transformed and multiplied at a time: whole images, at least this many tiles. The
 # transformed tiles are 2.25x the input, so a large batch's overflow the caches and the
 # n*n products wait on memory; chunks keep them near (one thread, batch 8, forward +
@@ -149,12 +155,14 @@ CHUNK_TILES = 256
 
 def applies(x, w, stride, padding, dilation) -> bool:
     """Whether conv2d runs this way on one thread: a 3x3 kernel, stride 1, padding 1, no
-    dilation, at least ``MIN_CHANNELS`` input channels, and the Numba kernels in use (not
+    dilation, at least ``MIN_CHANNELS`` input channels, a map of at least ``MIN_SIZE``
+    pixels a side, and the Numba kernels in use (not
     the GPU, nor another host backend chosen with ``kernels.using``). The tile transforms
     run on one thread: conv2d calls this where it has one (a training lane, or
     ``--threads 1``), or one per slice of its batch (``parallel.split_batch``)."""
     return (
         w.shape[1] >= MIN_CHANNELS
+        and min(x.shape[2:]) >= MIN_SIZE
         and tuple(w.shape[2:]) == (3, 3)
         and stride == dilation == (1, 1)
         and padding == (1, 1)
