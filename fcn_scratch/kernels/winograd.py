@@ -42,12 +42,39 @@ TERMS = 5  # nonzero entries per row of a transform matrix, at most
 @njit(inline="always", cache=True)
 def _mix(dst, d, src, s, rel, coef, count, add):
     """dst[d + u] = (or +=) the sum over t < 5 of coef[t] * src[s + rel[t] + u], for u <
-    count: one row of a transform matrix applied to a whole row of tiles."""
+    count: one row of a transform matrix applied to a whole row of tiles. Rows of one
+    term (a scaled copy) or of up to three are summed over those only: the zero terms
+    that pad them would add nothing but loads."""
+    if coef[1] == 0:
+        _sum(dst, d, src, s, rel, coef, count, add, 1)
+    elif coef[3] == 0:
+        _sum(dst, d, src, s, rel, coef, count, add, 3)
+    else:
+        _sum(dst, d, src, s, rel, coef, count, add, 5)
+
+
+@njit(inline="always", cache=True)
+def _sum(dst, d, src, s, rel, coef, count, add, terms):
+    """``_mix`` over the first ``terms`` (1, 3 or 5, a constant where it is inlined)."""
     d, count = uint64(d), uint64(count)
     s0, s1, s2 = uint64(s + rel[0]), uint64(s + rel[1]), uint64(s + rel[2])
     s3, s4 = uint64(s + rel[3]), uint64(s + rel[4])
     c0, c1, c2, c3, c4 = coef[0], coef[1], coef[2], coef[3], coef[4]
-    if add:
+    if terms == 1:
+        if add:
+            for u in range(count):
+                dst[d + u] += c0 * src[s0 + u]
+        else:
+            for u in range(count):
+                dst[d + u] = c0 * src[s0 + u]
+    elif terms == 3:
+        if add:
+            for u in range(count):
+                dst[d + u] += c0 * src[s0 + u] + c1 * src[s1 + u] + c2 * src[s2 + u]
+        else:
+            for u in range(count):
+                dst[d + u] = c0 * src[s0 + u] + c1 * src[s1 + u] + c2 * src[s2 + u]
+    elif add:
         for u in range(count):
             dst[d + u] += (
                 c0 * src[s0 + u]
