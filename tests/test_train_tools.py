@@ -174,8 +174,8 @@ def test_folder_defaults_learn_and_generalise_to_a_held_out_folder(tmp_path):
     write_folder(tmp_path / "test", held_out)
     out = tmp_path / "run"
     argv = ["train", "--data", str(tmp_path / "train"), "--out", str(out), "--no-progress"]
-    argv += ["--widths", "8,8,16,16,16", "--fc-width", "16", "--image-size", "32"]
-    assert main([*argv, "--epochs", "8", "--batch-size", "4"]) == 0
+    argv += ["--widths", "16,16,32,32,32", "--fc-width", "32", "--image-size", "32"]
+    assert main([*argv, "--epochs", "16", "--batch-size", "4"]) == 0
     config = load_checkpoint(str(out / "checkpoint.npz")).config
     assert {k: getattr(config, k) for k in FOLDER_DEFAULTS} == FOLDER_DEFAULTS
     report = out / "test.json"
