@@ -40,40 +40,35 @@ TERMS = 5  # nonzero entries per row of a transform matrix, at most
 
 
 @njit(inline="always", cache=True)
-def _mix(dst, d, src, s, rel, coef, count, add):
-    """dst[d + u] = (or +=) the sum over t < 5 of coef[t] * src[s + rel[t] + u], for u <
-    count: one row of a transform matrix applied to a whole row of tiles. Rows of one
-    term (a scaled copy) or of up to three are summed over those only: the zero terms
-    that pad them would add nothing but loads."""
-    if coef[1] == 0:
-        _sum(dst, d, src, s, rel, coef, count, add, 1)
-    elif coef[3] == 0:
-        _sum(dst, d, src, s, rel, coef, count, add, 3)
-    else:
-        _sum(dst, d, src, s, rel, coef, count, add, 5)
+def _mix(dst, d, src, s, rel, coef, count):
+    """dst[d + u] = the sum over t < 5 of coef[t] * src[s + rel[t] + u], for u < count:
+    one row of a transform matrix applied to a whole row of tiles. A row of one term is a
+    scaled copy and takes one load, not five (the edge rows of B and A); rows of two to
+    four terms take the five-term loop (a loop of three terms as well, for B^T's edge
+    rows, made the kernels' cold-cache compile 1.4x as long)."""
+    _dispatch(dst, d, src, s, rel, coef, count, False)
 
 
 @njit(inline="always", cache=True)
-def _sum(dst, d, src, s, rel, coef, count, add, terms):
-    """``_mix`` over the first ``terms`` (1, 3 or 5, a constant where it is inlined)."""
+def _mix_add(dst, d, src, s, rel, coef, count):
+    """``_mix`` with ``+=``."""
+    _dispatch(dst, d, src, s, rel, coef, count, True)
+
+
+@njit(inline="always", cache=True)
+def _dispatch(dst, d, src, s, rel, coef, count, add):
+    """``_mix`` (add False) or ``_mix_add`` (add True), by the row's number of terms."""
     d, count = uint64(d), uint64(count)
     s0, s1, s2 = uint64(s + rel[0]), uint64(s + rel[1]), uint64(s + rel[2])
     s3, s4 = uint64(s + rel[3]), uint64(s + rel[4])
     c0, c1, c2, c3, c4 = coef[0], coef[1], coef[2], coef[3], coef[4]
-    if terms == 1:
+    if c1 == 0:
         if add:
             for u in range(count):
                 dst[d + u] += c0 * src[s0 + u]
         else:
             for u in range(count):
                 dst[d + u] = c0 * src[s0 + u]
-    elif terms == 3:
-        if add:
-            for u in range(count):
-                dst[d + u] += c0 * src[s0 + u] + c1 * src[s1 + u] + c2 * src[s2 + u]
-        else:
-            for u in range(count):
-                dst[d + u] = c0 * src[s0 + u] + c1 * src[s1 + u] + c2 * src[s2 + u]
     elif add:
         for u in range(count):
             dst[d + u] += (
@@ -94,10 +89,9 @@ def _sum(dst, d, src, s, rel, coef, count, add, terms):
             )
 
 
-@njit(cache=True)
-def _window_columns(n, m, C, width):
+@njit(inline="always", cache=True)
+def _window_column(s, m, C, width):
     """Where column s < n of window 0 starts in a row of split rows ``width`` wide."""
-    s = np.arange(n)
     return (s % m) * (width // m) + (s // m) * C
 
 
@@ -112,16 +106,19 @@ def input_tiles(xs, C, idx, coef, V):
     run, L = TW * C, V.shape[1]
     x, v = xs.reshape(N, rows * width), V.reshape(V.size)
     down = idx * width  # rows of the window
-    along = _window_columns(n, m, C, width)[idx]  # columns of the window
+    along = np.empty_like(idx)  # columns of the window
+    for r in range(n):
+        for t in range(TERMS):
+            along[r, t] = _window_column(idx[r, t], m, C, width)
     R = np.empty(n * width, dtype=xs.dtype)  # B^T down the columns of a row of windows
     for img in range(N):
         for ty in range(TH):
             for i in range(n):
-                _mix(R, i * width, x[img], m * ty * width, down[i], coef[i], width, False)
+                _mix(R, i * width, x[img], m * ty * width, down[i], coef[i], width)
             base = (img * TH + ty) * run
             for i in range(n):  # B^T along the rows
                 for j in range(n):
-                    _mix(v, (n * i + j) * L + base, R, i * width, along[j], coef[j], run, False)
+                    _mix(v, (n * i + j) * L + base, R, i * width, along[j], coef[j], run)
 
 
 @kernel
@@ -142,11 +139,11 @@ def output_tiles(M, C, idx, coef, ys):
             base = (img * TH + ty) * run
             for a in range(m):
                 for j in range(n):
-                    _mix(S, (a * n + j) * run, mm, j * L + base, down[a], coef[a], run, False)
+                    _mix(S, (a * n + j) * run, mm, j * L + base, down[a], coef[a], run)
             for a in range(m):  # A^T along the rows: output column m*tx + c is phase c
                 for c in range(m):
                     d = (m * ty + a) * width + c * run
-                    _mix(y[img], d, S, a * n * run, along[c], coef[c], run, False)
+                    _mix(y[img], d, S, a * n * run, along[c], coef[c], run)
 
 
 @kernel
@@ -166,11 +163,11 @@ def output_grad_tiles(gs, C, idx, coef, dM):
     for img in range(N):
         for ty in range(TH):
             for i in range(n):
-                _mix(E, i * width, g[img], m * ty * width, down[i], coef[i], width, False)
+                _mix(E, i * width, g[img], m * ty * width, down[i], coef[i], width)
             base = (img * TH + ty) * run
             for i in range(n):  # A along the rows
                 for j in range(n):
-                    _mix(dm, (n * i + j) * L + base, E, i * width, along[j], coef[j], run, False)
+                    _mix(dm, (n * i + j) * L + base, E, i * width, along[j], coef[j], run)
 
 
 @kernel
@@ -186,7 +183,6 @@ def input_grad_tiles(dV, C, idx, coef, dxs):
     TH, TW = (rows - 2) // m, width // (m * C) - 1
     run, L = TW * C, dV.shape[1]
     dx, dv = dxs.reshape(N, rows * width), dV.reshape(dV.size)
-    columns = _window_columns(n, m, C, width)
     down = idx * width  # rows of F
     along = idx * L  # entries of a tile row, as rows of dV
     F = np.empty(n * width, dtype=dxs.dtype)  # B along the rows of a row of windows
@@ -196,10 +192,10 @@ def input_grad_tiles(dV, C, idx, coef, dxs):
             base = (img * TH + ty) * run
             for i in range(n):
                 for s in range(n):
-                    d = i * width + columns[s]
-                    _mix(F, d, dv, n * i * L + base, along[s], coef[s], run, True)
+                    d = i * width + _window_column(s, m, C, width)
+                    _mix_add(F, d, dv, n * i * L + base, along[s], coef[s], run)
             for s in range(n):  # B down the columns, into the image
-                _mix(dx[img], (m * ty + s) * width, F, 0, down[s], coef[s], width, True)
+                _mix_add(dx[img], (m * ty + s) * width, F, 0, down[s], coef[s], width)
 
 
 @kernel
