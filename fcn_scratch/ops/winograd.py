@@ -147,9 +147,9 @@ MIN_SIZE = 8
 # Tiles transformed and multiplied at a time: whole images, at least this many tiles. The
 # transformed tiles are 2.25x the input, so a large batch's overflow the caches and the
 # n*n products wait on memory; chunks keep them near (one thread, batch 8, forward +
-# backward: 32 channels at 64x64, one image a chunk, 0.55x the time of chunks of 4
-# images; at 64 channels 32x32 and 128 at 16x16, within 5% between chunks of 128 and 512
-# tiles).
+# backward: 32 channels at 64x64 in chunks of one image, 0.8x the time of chunks of four;
+# 64 channels at 32x32 and 128 at 16x16 within 5% of it either way, from 128 to 1024
+# tiles a chunk).
 CHUNK_TILES = 256
 
 
