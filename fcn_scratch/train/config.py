@@ -5,8 +5,8 @@ synthetic shapes (fresh images every epoch), Adam with a poly schedule after a l
 warm-up over the first 5% of the steps, 24 epochs: the fewest of this recipe that reach a
 held-out mean IU of 0.9 with a margin (22 epochs gave 0.894, 24 gave 0.907, its last three
 epochs at least 0.903; 20 gave 0.893), in about two minutes on two CPU cores (the README's
-Results give what was measured). ``validate()`` checks every field and raises ValueError naming the
-field, what it expected and what it got.
+Results give what was measured). ``validate()`` checks every field and raises ValueError
+naming the field, what it expected and what it got.
 """
 
 import dataclasses
