@@ -188,6 +188,7 @@ def cpu_row(case: Case, repeat: int, torch_child: "TorchChild | None") -> dict:
             row["reference"] = median_seconds(ours_step(case, a), 1)
     with kernels.using(numpy_baseline):
         row["numpy"] = median_seconds(ours_step(case, a), repeat)
+    time.sleep(SETTLE)  # the numpy column's multi-threaded GEMMs leave OpenBLAS spinning
     row["ours"] = median_seconds(ours_step(case, a), repeat)
     if torch_child is not None:
         row["torch"] = torch_child.seconds(case, repeat)
