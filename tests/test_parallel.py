@@ -9,7 +9,7 @@ from fcn_scratch import functional as F
 from fcn_scratch import random as fcn_random
 from fcn_scratch.kernels import reference
 from fcn_scratch.models import build_model
-from fcn_scratch.ops import conv
+from fcn_scratch.ops import conv, subpixel
 from fcn_scratch.train import TrainConfig, Trainer
 from fcn_scratch.train.evaluation import confusion, predict
 
@@ -136,7 +136,7 @@ def test_a_transposed_convolution_splits_its_batch_and_matches_the_reference(thr
     assert isinstance(ctx, conv.SplitCtx) and ctx.sizes == ((2, 1, 2) if threads == 3 else (2, 3))
     grads = conv.conv_transpose2d_backward(dy, ctx)
     _, one_image = conv.conv_transpose2d_forward(x[:1], w, b, 2, 1)
-    assert isinstance(one_image, conv.ConvCtx)
+    assert isinstance(one_image, subpixel.SubpixelCtx)  # kernel 4, stride 2: by phases
     with kernels.using(reference):
         y_ref, ctx_ref = conv.conv_transpose2d_forward(x, w, b, 2, 1)
         assert isinstance(ctx_ref, conv.ConvCtx)  # other backends keep the whole batch
@@ -144,4 +144,28 @@ def test_a_transposed_convolution_splits_its_batch_and_matches_the_reference(thr
     for a, r in zip((y, *grads), (y_ref, *grads_ref)):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
     parallel.limit_threads(1)
-    assert isinstance(conv.conv_transpose2d_forward(x, w, b, 2, 1)[1], conv.ConvCtx)
+    assert isinstance(conv.conv_transpose2d_forward(x, w, b, 2, 1)[1], subpixel.SubpixelCtx)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("need_dx", [True, False])
+@pytest.mark.parametrize("c_in, stride, padding", [(3, 1, 1), (4, 2, 0)])
+def test_an_im2col_convolution_splits_its_batch_and_matches_the_reference(
+    threads, need_dx, c_in, stride, padding
+):
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((5, c_in, 7, 6)), rng.standard_normal((4, c_in, 3, 3))
+    b = rng.standard_normal(4)
+    parallel.limit_threads(threads)
+    y, ctx = conv.conv2d_forward(x, w, b, stride, padding)
+    assert isinstance(ctx, conv.SplitCtx) and len(ctx.sizes) == threads
+    assert all(isinstance(c, conv.ConvCtx) for c in ctx.parts)  # im2col in every slice
+    dy = rng.standard_normal(y.shape)
+    grads = conv.conv2d_backward(dy, ctx, need_dx=need_dx)
+    with kernels.using(reference):
+        y_ref, ctx_ref = conv.conv2d_forward(x, w, b, stride, padding)
+        grads_ref = conv.conv2d_backward(dy, ctx_ref, need_dx=need_dx)
+    assert (grads[0] is None) == (not need_dx)
+    for a, r in zip((y, *grads), (y_ref, *grads_ref)):
+        if r is not None:
+            np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
