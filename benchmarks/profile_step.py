@@ -4,8 +4,9 @@
 
 Wraps the ops and kernels with timers (the wrappers cost about a microsecond per call) and
 prints milliseconds per step by part: the convolutions' GEMMs (what is left of the conv ops
-once their kernels are taken out), im2col/col2im, Winograd's tile transforms, max pooling,
-ReLU, the loss, the optimiser, and the rest (autograd, module calls, Python).
+once their kernels are taken out), im2col/col2im and the transposed convolutions' phase
+scatters, Winograd's tile transforms, max pooling, ReLU, the loss, the optimiser, and the
+rest (autograd, module calls, Python).
 """
 
 import argparse
@@ -16,7 +17,7 @@ from collections import defaultdict
 import numpy as np
 
 from fcn_scratch import optim
-from fcn_scratch.kernels import cpu, winograd
+from fcn_scratch.kernels import cpu, subpixel, winograd
 from fcn_scratch.ops import activation, conv, loss, pool
 from fcn_scratch.parallel import limit_threads
 from fcn_scratch.train import TrainConfig, Trainer
@@ -28,7 +29,12 @@ PARTS = {
         (conv, "conv_transpose2d_forward"),
         (conv, "conv_transpose2d_backward"),
     ],
-    "im2col / col2im": [(cpu, "im2col"), (cpu, "col2im")],
+    "im2col / col2im, phase scatters": [
+        (cpu, "im2col"),
+        (cpu, "col2im"),
+        (subpixel, "phases_to_image"),
+        (subpixel, "image_to_phases"),
+    ],
     "Winograd tile transforms": [
         (winograd, name)
         for name in (

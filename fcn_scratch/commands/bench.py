@@ -10,12 +10,13 @@ over ``--repeat`` runs after a warm-up run (so Numba's first-call compile is not
                 argmax over window views
     ours        fcn_scratch.ops, i.e. the Numba kernels (or the CUDA ones) with NumPy's GEMM;
                 on the CPU the 3x3 convolutions from 8 channels take Winograd's
-                algorithm, and with several threads the convolutions cut their batch
-                into one slice per thread (see fcn_scratch.ops.conv)
+                algorithm, the transposed convolutions go phase by phase, and with
+                several threads every convolution cuts its batch into one slice per
+                thread (see fcn_scratch.ops.conv)
     torch       PyTorch on the same device, with the same number of threads
 
-The reference and numpy columns run the same ops on the whole batch with im2col, so their
-GEMMs are the same and only the kernels differ.
+The reference and numpy columns run the same ops on the whole batch with im2col and
+col2im, so their GEMMs are the same and only the kernels differ.
 
 The transposed convolutions are FCN's upsampling layers (upscore2, upscore8, upscore32 with
 kernel 2s, stride s) on a 16x16 score map of 8 classes, with padding s/2 so that the output

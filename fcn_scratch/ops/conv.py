@@ -3,22 +3,27 @@
     conv2d            y = W @ im2col(x)          (one GEMM per image)
     conv_transpose2d  y = col2im(W^T @ x)        (the adjoint of conv2d: no zero insertion)
 
-On the CPU, on one thread (a training lane, or ``--threads 1``), a 3x3 convolution with
-stride 1 and padding 1 over at least 8 channels (the FCN backbones' layers after the
-first) runs by Winograd's minimal filtering F(4x4, 3x3) instead, with 4x fewer
-multiply-adds: see ``fcn_scratch.ops.winograd``. im2col remains the reference path, the
-GPU's path and every other convolution's.
+On the CPU two faster ways take over where they apply; im2col and col2im remain the
+reference path, the GPU's path and every other case's:
 
-Where one of these convolutions, or a transposed convolution, has several threads to
-itself on the CPU (a single op; a model with batch norm, trained in one lane), it cuts its
-batch into one slice per thread and runs the slices at once, each on one thread
-(``parallel.split_batch``): faster than single-threaded kernels between multi-threaded
-GEMMs (with 2 threads, batch 16: the Winograd convolutions of ``fcn-scratch bench`` took
-0.48-0.57x the time, the transposed ones 0.72-0.86x). The backward runs the same slices and
-adds their dw and db in slice order: the results depend on the thread count, never on the
-scheduling. A plain im2col convolution keeps the whole batch (from 3 channels, split
-slices measured slower), and so does a single image, with a multi-threaded GEMM (Winograd
-on one of 2 threads took 1.8x its time from 64 channels at 250x250).
+- on one thread (a training lane, or ``--threads 1``), a 3x3 convolution with stride 1 and
+  padding 1 over at least 8 channels (the FCN backbones' layers after the first) runs by
+  Winograd's minimal filtering F(4x4, 3x3), with 4x fewer multiply-adds: see
+  ``fcn_scratch.ops.winograd``;
+- a transposed convolution whose kernel is a multiple of its stride (FCN's upsampling
+  layers, kernel 2f and stride f) runs phase by phase, one small convolution per output
+  phase, without col2im's column matrix (4x the output for FCN's): see
+  ``fcn_scratch.ops.subpixel``.
+
+Where an op has several threads to itself on the CPU (a single op; a model with batch
+norm, trained in one lane), it cuts its batch into one slice per thread and runs the
+slices at once, each on one thread (``parallel.split_batch``): faster than
+single-threaded kernels between multi-threaded GEMMs (with 2 threads, batch 16: the
+Winograd convolutions of ``fcn-scratch bench`` took 0.48-0.57x the time, the transposed
+ones 0.72-0.86x, the one from 3 channels by im2col 0.78-0.86x). The backward runs the same
+slices and adds their dw and db in slice order: the results depend on the thread count,
+never on the scheduling. A single image keeps the whole op, with a multi-threaded GEMM
+(Winograd on one of 2 threads took 1.8x its time from 64 channels at 250x250).
 
 A 1x1 convolution with stride 1 and no padding has im2col(x) = x (one column per pixel):
 x is used as it is, and its col2im is a reshape.
