@@ -22,20 +22,23 @@ from fcn_scratch.ops import activation, conv, loss, pool
 from fcn_scratch.parallel import limit_threads
 from fcn_scratch.train import TrainConfig, Trainer
 
+CONV = "conv GEMMs, bias, reshapes"
+IM2COL = "im2col / col2im, phase scatters"
+WINOGRAD = "Winograd tile transforms"
 PARTS = {
-    "conv GEMMs, bias, reshapes": [
+    CONV: [
         (conv, "conv2d_forward"),
         (conv, "conv2d_backward"),
         (conv, "conv_transpose2d_forward"),
         (conv, "conv_transpose2d_backward"),
     ],
-    "im2col / col2im, phase scatters": [
+    IM2COL: [
         (cpu, "im2col"),
         (cpu, "col2im"),
         (subpixel, "phases_to_image"),
         (subpixel, "image_to_phases"),
     ],
-    "Winograd tile transforms": [
+    WINOGRAD: [
         (winograd, name)
         for name in (
             "input_tiles",
@@ -85,7 +88,7 @@ def main(argv: list[str]) -> int:
     print("| part | ms per step | share |")
     print("|---|---:|---:|")
     rows = {part: seconds / args.steps * 1e3 for part, seconds in spent.items()}
-    rows["conv GEMMs, bias, reshapes"] -= rows["im2col / col2im"] + rows["Winograd tile transforms"]
+    rows[CONV] -= rows[IM2COL] + rows[WINOGRAD]
     rows["rest (autograd, modules, Python)"] = total - sum(rows.values())
     for part, ms in rows.items():
         print(f"| {part} | {ms:.1f} | {ms / total:.0%} |")
