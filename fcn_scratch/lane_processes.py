@@ -154,11 +154,35 @@ class ProcessLanes:
         return [first, *(worker.result(reply) for worker, reply in zip(workers, replies))]
 
     def reduce_grads(self) -> None:
-        """Add the gradients of the lanes used by the last ``run`` to the model's."""
-        for worker in self._workers[: self._used - 1]:
-            for p, grad, present in zip(self._params, worker.grads.views, worker.has_grad):
-                if present:
-                    p.grad = grad.copy() if p.grad is None else p.grad + grad
+        """Add the gradients of the lanes used by the last ``run`` to the model's. The sums
+        are views of one new flat array, one after the other in parameter order, as the
+        parameters lie in the shared block: Adam then updates both in place, without
+        gathering them into flat arrays first (``optim.adjacent``)."""
+        workers = self._workers[: self._used - 1]
+        present = [
+            p.grad is not None or any(w.has_grad[i] for w in workers)
+            for i, p in enumerate(self._params)
+        ]
+        dtype = self._params[0].data.dtype  # a parameter of another dtype gets its own array
+        joined = [p for p, there in zip(self._params, present) if there and p.data.dtype == dtype]
+        flat, offset = np.empty(sum(p.data.size for p in joined), dtype=dtype), 0
+        for i, (p, there) in enumerate(zip(self._params, present)):
+            if not there:
+                continue
+            if p.data.dtype == dtype:
+                total = flat[offset : offset + p.data.size].reshape(p.data.shape)
+                offset += p.data.size
+            else:
+                total = np.empty_like(p.data)
+            grads = [w.grads.views[i] for w in workers if w.has_grad[i]]
+            if p.grad is None:
+                total[...], grads = grads[0], grads[1:]
+            else:
+                total[...] = p.grad
+            for grad in grads:  # in lane order, as p.grad + grad would add them
+                total += grad
+            p.grad = total
+        for worker in workers:
             worker.has_grad = []
 
     def _arrays(self) -> list:
@@ -262,8 +286,8 @@ class _Block:
     def __init__(self, arrays: list):
         self.layout = [(a.shape, a.dtype) for a in arrays]
         offsets, size = [], 0
-        for a in arrays:
-            size = -(-size // 64) * 64  # each array on a cache line of its own
+        for a in arrays:  # one after the other (aligned to their item size)
+            size = -(-size // a.itemsize) * a.itemsize
             offsets.append(size)
             size += a.nbytes
         self._map = mmap.mmap(-1, max(size, 1))

@@ -309,6 +309,27 @@ class SGD(Optimizer):
             state["momentum_buffer"] = buf
 
 
+def adjacent(arrays: list):
+    """The NumPy arrays as one flat view when they lie one after the other in memory
+    (C-contiguous, one dtype, each starting where the one before ends, as the parameters
+    and the summed gradients of ``lane_processes.ProcessLanes`` do), else None."""
+    first = arrays[0]
+    if not isinstance(first, np.ndarray):
+        return None
+    address = first.ctypes.data
+    for a in arrays:
+        if not (
+            isinstance(a, np.ndarray)
+            and a.dtype == first.dtype
+            and a.flags.c_contiguous
+            and a.ctypes.data == address
+        ):
+            return None
+        address += a.nbytes
+    total = sum(a.size for a in arrays)
+    return np.lib.stride_tricks.as_strided(first.reshape(-1), (total,), (first.itemsize,))
+
+
 class Adam(Optimizer):
     """Adam (``torch.optim.Adam``, L2 weight decay added to the gradient, no amsgrad):
     see ``adam_update``."""
@@ -347,7 +368,9 @@ class Adam(Optimizer):
         call per parameter costs more than the arithmetic): their moments live in one flat
         array each (``state[i]["exp_avg"]`` and ``["exp_avg_sq"]`` are views of it), and
         parameters and gradients are gathered into flat arrays, the new values copied
-        back. Element by element the arithmetic is the per-parameter update's.
+        back; where they already lie one after the other in memory (``adjacent``: in
+        training with lane processes), they are updated where they are. Element by
+        element the arithmetic is the per-parameter update's.
         """
         start = 0
         for g, group in enumerate(self.param_groups):
@@ -366,8 +389,13 @@ class Adam(Optimizer):
         group, params = self.param_groups[g], [self.params[i] for i in indices]
         m, v = self._flat_moments(g, indices)
         xp = array_module(params[0].data)
-        flat = xp.concatenate([p.data.reshape(-1) for p in params])
-        grad = xp.concatenate([p.grad.reshape(-1) for p in params])
+        flat = adjacent([p.data for p in params])  # a view: updated in place
+        in_place = flat is not None
+        if not in_place:
+            flat = xp.concatenate([p.data.reshape(-1) for p in params])
+        grad = adjacent([p.grad for p in params])
+        if grad is None:
+            grad = xp.concatenate([p.grad.reshape(-1) for p in params])
         beta1, beta2 = group["betas"]
         adam_update(
             flat,
@@ -385,7 +413,8 @@ class Adam(Optimizer):
         )
         offset = 0
         for i, p in zip(indices, params):
-            p.data[...] = flat[offset : offset + p.data.size].reshape(p.data.shape)
+            if not in_place:
+                p.data[...] = flat[offset : offset + p.data.size].reshape(p.data.shape)
             offset += p.data.size
             self.state[i]["step"] = t
 

@@ -7,7 +7,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from fcn_scratch import lane_processes, parallel
+from fcn_scratch import lane_processes, optim, parallel
 from fcn_scratch import random as fcn_random
 from fcn_scratch.autograd import is_grad_enabled, no_grad
 from fcn_scratch.lane_processes import LaneProcessError, ProcessLanes, training_lanes
@@ -84,6 +84,27 @@ def test_steps_with_an_optimiser_give_the_bits_of_thread_lanes():
         trainer.lanes.close()
         params.append([p.data.tobytes() for p in trainer.model.parameters()])
     assert params[0] == params[1]
+
+
+def test_the_parameters_and_the_summed_gradients_lie_one_after_the_other():
+    """So Adam updates them where they are, without gathering them (optim.adjacent)."""
+    x, y = batch()
+    parallel.limit_threads(2)
+    trainer = Trainer(
+        TrainConfig(out=None, train_size=6, val_size=2, image_size=32, batch_size=6, **SMALL),
+        progress=False,
+    )
+    trainer.lanes = ProcessLanes(trainer.model, 2)
+    try:
+        trainer.train_step(x, y)
+        params = list(trainer.model.parameters())
+        assert optim.adjacent([p.data for p in params]) is not None
+        assert optim.adjacent([p.grad for p in params]) is not None
+        before = [p.data for p in params]
+        trainer.optimizer.step()
+        assert all(p.data is b for p, b in zip(params, before))
+    finally:
+        trainer.lanes.close()
 
 
 def report(model, x):

@@ -375,3 +375,50 @@ def test_warmup_matches_torch_sequential_lr(name, torch):
         theirs.step()
         schedule.step()
         assert opt.lr == pytest.approx(their_opt.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
+
+
+def _views(block, shapes, gap=0):
+    """Views of a flat array with the given shapes, one after the other (``gap`` elements
+    left between them)."""
+    views, offset = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        views.append(block[offset : offset + size].reshape(shape))
+        offset += size + gap
+    return views
+
+
+def test_adjacent_joins_arrays_that_lie_one_after_the_other():
+    shapes = [(3, 4), (5,), (2, 2, 3)]
+    block = np.arange(40, dtype=np.float32)
+    flat = optim.adjacent(_views(block, shapes))
+    assert flat is not None and np.shares_memory(flat, block)
+    np.testing.assert_array_equal(flat, block[:29])
+    assert optim.adjacent(_views(block, shapes, gap=1)) is None
+    assert optim.adjacent([block[:4], block[4:8].astype(np.float64)]) is None
+    assert optim.adjacent([block[:12].reshape(3, 4).T, block[12:16]]) is None  # not C order
+    assert optim.adjacent([block[4:8], block[:4]]) is None  # out of order
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_updates_adjacent_parameters_in_place_with_the_same_bits(weight_decay, monkeypatch):
+    rng = np.random.default_rng(3)
+    shapes = [(3, 4), (5,), (2, 2, 3)]
+    block = rng.standard_normal(29).astype(np.float32)
+    joined = [Tensor(v, requires_grad=True) for v in _views(block, shapes)]
+    apart = [Tensor(v.copy(), requires_grad=True) for v in _views(block, shapes)]
+    opts = [optim.Adam(ps, lr=0.01, weight_decay=weight_decay) for ps in (joined, apart)]
+    for _ in range(3):
+        grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        grad_block = np.concatenate([g.ravel() for g in grads])
+        for p, g in zip(apart, grads):
+            p.grad = g.copy()
+        opts[1].step()
+        for p, g in zip(joined, _views(grad_block, shapes)):
+            p.grad = g
+        with monkeypatch.context() as m:  # nothing is gathered: no concatenation
+            m.setattr(np, "concatenate", None)
+            opts[0].step()
+    for a, b in zip(joined, apart):
+        assert a.data.tobytes() == b.data.tobytes()
+        assert np.shares_memory(a.data, block)  # updated where it lies
