@@ -76,12 +76,18 @@ def test_chunks_are_whole_images_of_at_least_chunk_tiles(monkeypatch):
     ]  # 100 tiles an image
 
 
+@pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize("need_dx, need_dw", [(True, True), (False, True), (True, False)])
-def test_several_chunks_match_im2col(rng, monkeypatch, need_dx, need_dw):
-    # 9 tiles an image: chunks of 2, 2 and 1 images; the input tiles transformed again
+def test_several_chunks_match_im2col(rng, monkeypatch, keep, need_dx, need_dw):
+    # 9 tiles an image: chunks of 2, 2 and 1 images; the input tiles kept, or transformed
+    # again from the split rows
     monkeypatch.setattr(winograd, "CHUNK_TILES", 15)
+    monkeypatch.setattr(winograd, "KEEP_TILES_BYTES", 2**30 if keep else 0)
     ctx, ours, ref = _both(*_inputs(rng, (5, C + 1, 10, 11), 3, np.float64), need_dx, need_dw)
-    assert ctx.V is None and ctx.xs is not None
+    if keep:
+        assert ctx.xs is None and [v.shape[1] for v in ctx.V] == [18, 18, 9]
+    else:
+        assert ctx.V is None and ctx.xs is not None
     for name, a, r in zip(("y", "dx", "dw", "db"), ours, ref):
         if r is None:
             assert a is None, name
@@ -203,3 +209,32 @@ def test_terms_list_each_rows_nonzero_entries():
         np.add.at(dense[r], idx[r], coef[r])
     np.testing.assert_array_equal(dense, winograd.AT)
     assert list(idx[0]) == [0, 1, 2, 3, 4] and list(coef[3]) == [1, -1, 8, -8, 1]
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_the_split_rows_are_written_whole_padding_included(rng, pad):
+    """split_rows allocates without zeroing: the kernel writes every entry, the zeros of
+    the padding and past the edges too (the array starts as NaN here to show it)."""
+    x = rng.standard_normal((2, 3, 5, 7))
+    k = kernels.winograd_for(x)
+    s = np.full(winograd.split_array(2, 3, 5, 7, pad, x.dtype).shape, np.nan)
+    k.to_split_rows(x, pad, s.reshape(2, s.shape[1], winograd.TILE, -1, 3))
+    assert not np.isnan(s).any()
+    assert np.count_nonzero(s) == x.size  # each pixel once, every other entry 0
+    back = winograd.merge_rows(k, s, np.empty_like(x), pad)
+    np.testing.assert_array_equal(back, x)
+
+
+def test_the_input_gradient_tiles_write_every_entry(rng):
+    """input_grad_tiles zeroes each row of the split input gradient as a row of windows
+    first reaches it, then adds: the same bits as adding into zeros, from NaN."""
+    N, C, H, W = 2, 3, 9, 6
+    T = winograd.tile_count(N, H, W)
+    dV = winograd.tile_rows(T, C, np.float64)
+    dV[...] = rng.standard_normal(dV.shape)
+    k, (idx, coef) = kernels.winograd_for(dV), winograd._TERMS[np.dtype(np.float64)]["B"]
+    shape = winograd.split_array(N, C, H, W, 1, np.float64).shape
+    into_zeros, into_nan = np.zeros(shape), np.full(shape, np.nan)
+    k.input_grad_tiles(dV, C, idx, coef, into_zeros)
+    k.input_grad_tiles(dV, C, idx, coef, into_nan)
+    assert into_nan.tobytes() == into_zeros.tobytes()

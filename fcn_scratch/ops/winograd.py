@@ -121,11 +121,11 @@ _TERMS = {
 
 
 class WinogradCtx(NamedTuple):
-    """What the backward needs of the input: its tiles V (n*n, tiles, C_in) where the batch
-    was one chunk, else its split rows xs (the other is None)."""
+    """What the backward needs of the input: its tiles, chunk by chunk, where they were
+    kept (``KEEP_TILES_BYTES``), else its split rows xs (the other is None)."""
 
     xs: object
-    V: object
+    V: object  # a tuple of (n*n, tiles, C_in), one per chunk
     U: object  # the weight tiles, (n*n, C_in, C_out)
     w: object  # the weight, as given
     has_bias: bool
@@ -151,6 +151,12 @@ MIN_SIZE = 8
 # 64 channels at 32x32 and 128 at 16x16 within 5% of it either way, from 128 to 1024
 # tiles a chunk).
 CHUNK_TILES = 256
+
+# The forward keeps every chunk's input tiles for the backward while they take at most
+# this many bytes (2.25x the input's); beyond, it keeps the split rows (1x) and the
+# backward transforms them again. On the benchmark's 32-channel layer at 64x64, batch 8,
+# one thread, the second transform was a seventh of the kernels' time.
+KEEP_TILES_BYTES = 64 * 2**20
 
 
 def applies(x, w, stride, padding, dilation) -> bool:
@@ -197,19 +203,19 @@ def as_tiles(rows, count, channels):
     return rows[:, : count * channels].reshape(WINDOW * WINDOW, count, channels)
 
 
-def split_array(N, C, H, W, pad, fill=np.empty, dtype=np.float32):
-    """A (N, m*TH + 2*pad, m*(TW + pad)*C) array for the split rows (see
-    ``kernels.winograd``) of N images of C x H x W padded by ``pad``, made by ``fill``
-    (``np.zeros`` where the padding and the cut edges must read 0)."""
+def split_array(N, C, H, W, pad, dtype=np.float32):
+    """An empty (N, m*TH + 2*pad, m*(TW + pad)*C) array for the split rows (see
+    ``kernels.winograd``) of N images of C x H x W padded by ``pad`` (the kernels that fill
+    it write every entry, zeros included)."""
     TH, TW = tile_grid(H, W)
-    return fill((N, TILE * TH + 2 * pad, TILE * (TW + pad) * C), dtype=dtype)
+    return np.empty((N, TILE * TH + 2 * pad, TILE * (TW + pad) * C), dtype=dtype)
 
 
 def split_rows(k, x, pad):
     """x: (N, C, H, W) -> its split rows, padded by ``pad`` (1 for the input, with its
     border of zeros; 0 for dy) and zero past the edges, by the kernels ``k``."""
     N, C, H, W = x.shape
-    s = split_array(N, C, H, W, pad, np.zeros, x.dtype)
+    s = split_array(N, C, H, W, pad, x.dtype)
     k.to_split_rows(np.ascontiguousarray(x), pad, s.reshape(N, s.shape[1], TILE, -1, C))
     return s
 
@@ -260,26 +266,31 @@ def conv3x3_forward(x, w, b):
     parts = chunks(N, H, W)
     T = tile_count(parts[0].stop, H, W)  # the largest chunk's tiles
     U = weight_tiles(w)
+    keep = WINDOW * WINDOW * tile_count(N, H, W) * C_in * x.itemsize <= KEEP_TILES_BYTES
     V, M = tile_rows(T, C_in, x.dtype), tile_rows(T, C_out, x.dtype)
     xs = split_rows(k, x, 1)
-    ys = split_array(N, C_out, H, W, 0, dtype=x.dtype)
+    ys = split_array(N, C_out, H, W, 0, x.dtype)
+    kept = []
     for part in parts:
         t = tile_count(part.stop - part.start, H, W)
+        if kept:  # the previous chunk's tiles stay as they are
+            V = tile_rows(T, C_in, x.dtype)
         k.input_tiles(xs[part], C_in, *bt, V)
         np.matmul(as_tiles(V, t, C_in), U, out=as_tiles(M, t, C_out))
         k.output_tiles(M, C_out, *at, ys[part])
+        if keep or len(parts) == 1:
+            kept.append(as_tiles(V, t, C_in))
     y = merge_rows(k, ys, np.empty((N, C_out, H, W), dtype=x.dtype), 0)
     if b is not None:
         y += b.reshape(1, C_out, 1, 1)
-    if len(parts) == 1:
-        return y, WinogradCtx(None, as_tiles(V, T, C_in), U, w, b is not None)
+    if kept:
+        return y, WinogradCtx(None, tuple(kept), U, w, b is not None)
     return y, WinogradCtx(xs, None, U, w, b is not None)
 
 
 def conv3x3_backward(dy, ctx, need_dx=True, need_dw=True):
     """dy: (N, C_out, H, W) -> (dx, dw, db) as ``conv.conv2d_backward``. Chunk by chunk as
-    the forward; the input tiles of several chunks are transformed again from the split
-    rows (keeping them all would cost 4x the input's memory)."""
+    the forward, with the input tiles it kept, or transformed again from the split rows."""
     k = kernels.winograd_for(dy)
     mats = _TERMS[dy.dtype]
     N, C_out, H, W = dy.shape
@@ -291,14 +302,14 @@ def conv3x3_backward(dy, ctx, need_dx=True, need_dw=True):
     V = tile_rows(T, C_in, dy.dtype) if need_dw and ctx.V is None else None
     dU = np.zeros((WINDOW * WINDOW, C_in, C_out), dtype=dy.dtype) if need_dw else None
     dV = tile_rows(T, C_in, dy.dtype) if need_dx else None
-    dxs = split_array(N, C_in, H, W, 1, np.zeros, dy.dtype) if need_dx else None
-    for part in parts:
+    dxs = split_array(N, C_in, H, W, 1, dy.dtype) if need_dx else None
+    for i, part in enumerate(parts):
         t = tile_count(part.stop - part.start, H, W)
         k.output_grad_tiles(dys[part], C_out, *mats["A"], dM)
         if need_dw:
             if ctx.V is None:  # transformed again
                 k.input_tiles(ctx.xs[part], C_in, *mats["BT"], V)
-            Vt = as_tiles(V, t, C_in) if ctx.V is None else ctx.V
+            Vt = as_tiles(V, t, C_in) if ctx.V is None else ctx.V[i]
             dU += Vt.transpose(0, 2, 1) @ as_tiles(dM, t, C_out)
         if need_dx:
             np.matmul(as_tiles(dM, t, C_out), ctx.U.transpose(0, 2, 1), out=as_tiles(dV, t, C_in))
