@@ -314,12 +314,10 @@ def adjacent(arrays: list):
     (C-contiguous, one dtype, each starting where the one before ends, as the parameters
     and the summed gradients of ``lane_processes.ProcessLanes`` do), else None."""
     first = arrays[0]
-    if not isinstance(first, np.ndarray):
-        return None
-    address = first.ctypes.data
+    address = first.ctypes.data if type(first) is np.ndarray else None  # not a device array
     for a in arrays:
         if not (
-            isinstance(a, np.ndarray)
+            type(a) is np.ndarray
             and a.dtype == first.dtype
             and a.flags.c_contiguous
             and a.ctypes.data == address

@@ -229,8 +229,10 @@ def to_split_rows(x, pad, s):
 
 
 @kernel
-def from_split_rows(s, pad, x):
-    """``to_split_rows`` undone: s: (N, rows, m, cols, C) -> x: (N, C, H, W)."""
+def from_split_rows(s, pad, bias, x):
+    """``to_split_rows`` undone, plus a bias: s: (N, rows, m, cols, C) -> x: (N, C, H, W),
+    x[img, c] = the pixels of channel c + bias[c] (bias: (C,), or empty for none: adding
+    it here saves a pass over x)."""
     N, C, H, W = x.shape
     m, cols = s.shape[2], s.shape[3]
     row = np.empty((W, C), dtype=x.dtype)
@@ -243,8 +245,12 @@ def from_split_rows(s, pad, x):
                     for c in range(uint64(C)):
                         row[w, c] = s[img, h + pad, p, j, c]
             for c in range(C):
-                for w in range(uint64(W)):
-                    x[img, c, h, w] = row[w, c]
+                if bias.size:
+                    for w in range(uint64(W)):
+                        x[img, c, h, w] = row[w, c] + bias[c]
+                else:
+                    for w in range(uint64(W)):
+                        x[img, c, h, w] = row[w, c]
 
 
 @njit(inline="always", cache=True)

@@ -220,10 +220,12 @@ def split_rows(k, x, pad):
     return s
 
 
-def merge_rows(k, s, out, pad):
-    """``split_rows`` undone: s (N, rows, m*cols*C) -> out (N, C, H, W), in place."""
+def merge_rows(k, s, out, pad, bias=None):
+    """``split_rows`` undone, plus ``bias`` (C,) if given: s (N, rows, m*cols*C) -> out
+    (N, C, H, W), in place."""
     N, C = out.shape[:2]
-    k.from_split_rows(s.reshape(N, s.shape[1], TILE, -1, C), pad, out)
+    bias = np.empty(0, out.dtype) if bias is None else bias
+    k.from_split_rows(s.reshape(N, s.shape[1], TILE, -1, C), pad, bias, out)
     return out
 
 
@@ -280,9 +282,7 @@ def conv3x3_forward(x, w, b):
         k.output_tiles(M, C_out, *at, ys[part])
         if keep or len(parts) == 1:
             kept.append(as_tiles(V, t, C_in))
-    y = merge_rows(k, ys, np.empty((N, C_out, H, W), dtype=x.dtype), 0)
-    if b is not None:
-        y += b.reshape(1, C_out, 1, 1)
+    y = merge_rows(k, ys, np.empty((N, C_out, H, W), dtype=x.dtype), 0, b)
     if kept:
         return y, WinogradCtx(None, tuple(kept), U, w, b is not None)
     return y, WinogradCtx(xs, None, U, w, b is not None)
