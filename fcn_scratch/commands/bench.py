@@ -206,13 +206,15 @@ class TorchChild:
     OpenMP threads keep spinning after each op and would slow whatever runs next beside
     them). While we compute, it waits for its next request, and the other way round; each
     side first lets ``SETTLE`` seconds pass, for the other's spinning threads (torch's
-    OpenMP, OpenBLAS's) to go to sleep."""
+    OpenMP, OpenBLAS's) to go to sleep. The first case waits until the process has
+    imported torch."""
 
     CODE = (
         "import json, sys, time, torch\n"
         "from fcn_scratch.commands import bench\n"
         "torch.set_num_threads(int(sys.argv[1]))\n"
         "cases = {c.name: c for c in bench.CASES}\n"
+        "print('ready', flush=True)\n"
         "for line in sys.stdin:\n"
         "    name, repeat = json.loads(line)\n"
         "    time.sleep(bench.SETTLE)\n"
@@ -227,6 +229,10 @@ class TorchChild:
             stdout=subprocess.PIPE,
             text=True,
         )
+        # importing torch keeps a core busy for seconds: the first case waits for it
+        if self._proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("bench: torch's process ended before it was ready")
+        time.sleep(SETTLE)
 
     def seconds(self, case: Case, repeat: int) -> float:
         self._proc.stdin.write(json.dumps([case.name, repeat]) + "\n")

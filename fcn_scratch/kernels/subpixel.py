@@ -17,19 +17,24 @@ order of work does not matter; like the other CPU kernels they run on one thread
 release the GIL.
 """
 
+import numpy as np
 from numba import njit, uint64
 
 from fcn_scratch.kernels.cpu import kernel
 
 
 @njit(inline="always", cache=True)
-def _cols(b, SW, PW, R, OW):
-    """The windows of column phase b that land in an output row of OW pixels (output
-    column r*SW + b - PW in [0, OW)), r in [lo, end), and hi = min(end, R) at least lo:
-    those in [lo, hi) are in the grid of R windows, those from hi on past it (zeros)."""
-    lo = max(0, (PW - b + SW - 1) // SW)
-    end = max(lo, (OW - 1 + PW - b) // SW + 1)
-    return lo, max(lo, min(end, R)), end
+def _column_runs(SW, PW, R, OW):
+    """For each column phase b < SW, the windows r whose output column r*SW + b - PW
+    lies in [0, OW): r in [lo[b], end[b]); those below hi[b] = min(end[b], R) (at least
+    lo[b]) are in the grid of R windows, those from hi[b] on past it (zeros). Computed once
+    a call: integer divisions in the loops cost more than the copies."""
+    lo, hi, end = np.empty(SW, np.int64), np.empty(SW, np.int64), np.empty(SW, np.int64)
+    for b in range(SW):
+        lo[b] = max(0, (PW - b + SW - 1) // SW)
+        end[b] = max(lo[b], (OW - 1 + PW - b) // SW + 1)
+        hi[b] = max(lo[b], min(end[b], R))
+    return lo, hi, end
 
 
 @kernel
@@ -37,44 +42,51 @@ def phases_to_image(Y, SH, SW, PH, PW, Q, R, bias, y):
     """Y: (N, SH*SW*C, Q*R) -> y: (N, C, OH, OW), every pixel written: its phase's product
     plus bias[c] (bias: (C,), zeros for none)."""
     N, C, OH, OW = y.shape
+    lo, hi, end = _column_runs(SW, PW, R, OW)
+    sw = uint64(SW)
     for n in range(N):
         for c in range(C):
+            plane, bc = y[n, c].ravel(), bias[c]  # (OH*OW,)
             for h in range(OH):
                 a, q = (h + PH) % SH, (h + PH) // SH
-                row = y[n, c, h]  # (OW,)
                 for b in range(SW):
                     src = Y[n, (a * SW + b) * C + c]  # (Q*R,)
-                    lo, hi, end = _cols(b, SW, PW, R, OW)
-                    w0, s0 = uint64(lo * SW + b - PW), uint64(q * R + lo)
+                    d, first = uint64(h * OW + b - PW), lo[b]
                     if q < Q:
-                        for t in range(uint64(hi - lo)):
-                            row[w0 + t * SW] = src[s0 + t] + bias[c]
-                    else:
-                        hi = lo
-                    for r in range(hi, end):
-                        row[r * SW + b - PW] = bias[c]
+                        s0 = uint64(q * R)
+                        for r in range(uint64(lo[b]), uint64(hi[b])):
+                            plane[d + r * sw] = src[s0 + r] + bc
+                        first = hi[b]
+                    for r in range(uint64(first), uint64(end[b])):
+                        plane[d + r * sw] = bc
 
 
 @kernel
 def image_to_phases(dy, SH, SW, PH, PW, Q, R, dY):
     """``phases_to_image`` transposed (without the bias): dy: (N, C, OH, OW) -> dY:
-    (N, SH*SW*C, Q*R), every entry written; windows outside the image get 0."""
+    (N, SH*SW*C, Q*R), every entry written; windows outside the image get 0. Plane by
+    plane of dy, which stays in cache while its SH*SW phases are read out of it."""
     N, C, OH, OW = dy.shape
+    lo, hi, _ = _column_runs(SW, PW, R, OW)
+    sw = uint64(SW)
     for n in range(N):
-        for a in range(SH):
-            for b in range(SW):
-                lo, hi, _ = _cols(b, SW, PW, R, OW)
-                for c in range(C):
+        for c in range(C):
+            plane = dy[n, c].ravel()  # (OH*OW,)
+            for a in range(SH):
+                for b in range(SW):
                     dst = dY[n, (a * SW + b) * C + c]  # (Q*R,)
+                    inside_lo, inside_hi = min(lo[b], R), hi[b]
                     for q in range(Q):
                         h = q * SH + a - PH
-                        d = q * R
+                        d = uint64(q * R)
                         if h < 0 or h >= OH:
-                            dst[d : d + R] = 0
+                            for r in range(uint64(R)):
+                                dst[d + r] = 0
                             continue
-                        src = dy[n, c, h]  # (OW,)
-                        dst[d : d + min(lo, R)] = 0
-                        s0, d0 = uint64(lo * SW + b - PW), uint64(d + lo)
-                        for t in range(uint64(hi - lo)):
-                            dst[d0 + t] = src[s0 + t * SW]
-                        dst[d + hi : d + R] = 0
+                        for r in range(uint64(inside_lo)):
+                            dst[d + r] = 0
+                        s0 = uint64(h * OW + b - PW)
+                        for r in range(uint64(lo[b]), uint64(inside_hi)):
+                            dst[d + r] = plane[s0 + r * sw]
+                        for r in range(uint64(max(inside_hi, inside_lo)), uint64(R)):
+                            dst[d + r] = 0
