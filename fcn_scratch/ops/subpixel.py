@@ -91,9 +91,9 @@ def _windows(shape, stride):
     return (T, TW), (1, 1), (T - 1, TW - 1), (1, 1)
 
 
-def forward(x, w, b, stride, padding, out_size):
+def forward(x, w, b, stride, padding, out_size, y=None):
     """x: (N, C_in, H, W), w: (C_in, C_out, KH, KW), b: (C_out,) or None -> (y (N, C_out,
-    *out_size), ctx)."""
+    *out_size), ctx), written into ``y`` if given."""
     N, C_in, H, W = x.shape
     C_out = w.shape[1]
     T, TW = taps(w.shape, stride)
@@ -101,7 +101,7 @@ def forward(x, w, b, stride, padding, out_size):
     col = kernels.for_array(x).im2col(x, *_windows(w.shape, stride), grid)
     Wk = stacked_kernels(w, stride)
     products = Wk @ col  # (N, SH*SW*C_out, Q*R)
-    y = np.empty((N, C_out, *out_size), dtype=x.dtype)
+    y = np.empty((N, C_out, *out_size), dtype=x.dtype) if y is None else y
     bias = np.zeros(C_out, dtype=x.dtype) if b is None else b
     subpixel.phases_to_image(products, *stride, *padding, *grid, bias, y)
     return y, SubpixelCtx(col, Wk, w.shape, b is not None, (H, W), grid, stride, padding)

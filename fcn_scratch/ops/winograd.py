@@ -258,9 +258,10 @@ def chunks(N, H, W):
     return [slice(n, min(n + step, N)) for n in range(0, N, step)]
 
 
-def conv3x3_forward(x, w, b):
+def conv3x3_forward(x, w, b, y=None):
     """x: (N, C_in, H, W), w: (C_out, C_in, 3, 3), b: (C_out,) or None ->
-    (y (N, C_out, H, W), ctx). Chunk by chunk of images: transform, multiply, transform."""
+    (y (N, C_out, H, W), ctx), written into ``y`` if given. Chunk by chunk of images:
+    transform, multiply, transform."""
     k = kernels.winograd_for(x)
     bt, at = _TERMS[x.dtype]["BT"], _TERMS[x.dtype]["AT"]
     N, C_in, H, W = x.shape
@@ -282,7 +283,8 @@ def conv3x3_forward(x, w, b):
         k.output_tiles(M, C_out, *at, ys[part])
         if keep or len(parts) == 1:
             kept.append(as_tiles(V, t, C_in))
-    y = merge_rows(k, ys, np.empty((N, C_out, H, W), dtype=x.dtype), 0, b)
+    y = np.empty((N, C_out, H, W), dtype=x.dtype) if y is None else y
+    merge_rows(k, ys, y, 0, b)
     if kept:
         return y, WinogradCtx(None, tuple(kept), U, w, b is not None)
     return y, WinogradCtx(xs, None, U, w, b is not None)
