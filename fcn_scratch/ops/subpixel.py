@@ -22,9 +22,10 @@ window (q, r) ends at input pixel (q, r)), one GEMM with the phases' kernels sta
 its phase says (``kernels.subpixel``; Q = H + T - 1 windows down, R = W + TW - 1
 across). Every weight tap is in exactly one W_ab, so the stacked matrix is w with its axes
 permuted and its taps reversed. The multiply-adds are the same as col2im's way; what goes
-is the large column matrix and the scattered adds (FCN's x8 upsampling of a 16x16 map,
-forward + backward at batch 8 on one thread: 11.9 -> 5.4 ms; x32: 420 -> 147 ms). The
-backward is the same steps transposed:
+is the large column matrix and the scattered adds (forward + backward of FCN's x8
+upsampling of a 16x16 map of 8 channels, batch 8, one thread, the two ways timed in turn:
+16.4 -> 7.0 ms; x32: 431 -> 138 ms; x2: 0.70 -> 0.54 ms). The backward is the same steps
+transposed:
 
     dY = the output gradient gathered by phase      dZ = W^T dY  ->  dx = col2im(dZ)
     dW = sum over images of dY Z^T  ->  dw (the taps put back)
@@ -109,7 +110,7 @@ def forward(x, w, b, stride, padding, out_size, y=None):
 
 def backward(dy, ctx, need_dx=True, need_dw=True):
     """dy: (N, C_out, OH, OW) -> (dx, dw, db) as ``conv.conv_transpose2d_backward``."""
-    N, C_out = dy.shape[:2]
+    N = dy.shape[0]
     dx = dw = None
     if need_dx or need_dw:
         dY = np.empty((N, ctx.W.shape[0], ctx.grid[0] * ctx.grid[1]), dtype=dy.dtype)

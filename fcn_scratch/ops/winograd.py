@@ -155,7 +155,7 @@ CHUNK_TILES = 256
 # The forward keeps every chunk's input tiles for the backward while they take at most
 # this many bytes (2.25x the input's); beyond, it keeps the split rows (1x) and the
 # backward transforms them again. On the benchmark's 32-channel layer at 64x64, batch 8,
-# one thread, the second transform was a seventh of the kernels' time.
+# one thread, the second transform was an eighth of the kernels' time.
 KEEP_TILES_BYTES = 64 * 2**20
 
 
