@@ -122,17 +122,10 @@ def _conv2d(x, w, b, geometry, shape, y=None):
     N, C_out, OH, OW = shape
     xp = array_module(x)
     y = xp.empty(shape, dtype=x.dtype) if y is None else y
-    if b is not None and kernels.is_numba(x) and not _pointwise(geometry):
-        # the bias as the weight's last column, against a row of ones under the columns:
-        # the GEMM adds it (a separate pass over y took 0.4 of a 3-channel layer's 1.3 ms)
-        col = kernels.for_array(x).im2col(x, *geometry, (OH, OW), ones_row=True)
-        weight = np.concatenate([w.reshape(C_out, -1), b.reshape(C_out, 1)], axis=1)
-        np.matmul(weight, col, out=y.reshape(N, C_out, OH * OW))
-    else:
-        col = _im2col(x, geometry, (OH, OW))  # (N, C_in*KH*KW, OH*OW)
-        xp.matmul(w.reshape(C_out, -1), col, out=y.reshape(N, C_out, OH * OW))
-        if b is not None:
-            y += b.reshape(1, C_out, 1, 1)
+    col = _im2col(x, geometry, (OH, OW))  # (N, C_in*KH*KW, OH*OW)
+    xp.matmul(w.reshape(C_out, -1), col, out=y.reshape(N, C_out, OH * OW))
+    if b is not None:
+        y += b.reshape(1, C_out, 1, 1)
     return y, ConvCtx(col, w, b is not None, x.shape[2:], (OH, OW), geometry)
 
 
@@ -145,20 +138,14 @@ def conv2d_backward(dy, ctx, need_dx=True, need_dw=True):
         return winograd.conv3x3_backward(dy, ctx, need_dx, need_dw)
     N, C_out = dy.shape[:2]
     dy = dy.reshape(N, C_out, -1)  # (N, C_out, OH*OW)
-    dx = dw = db = None
-    ones_row = ctx.col.shape[1] > ctx.w[0].size  # the forward's bias row (see _conv2d)
+    dx = dw = None
     if need_dw:
-        # col @ dy^T reads both operands in the order BLAS likes (faster than dy @ col^T);
-        # against the row of ones it gives db as its last row
-        dw = (ctx.col @ dy.transpose(0, 2, 1)).sum(axis=0)  # (C_in*KH*KW [+ 1], C_out)
-        if ones_row:
-            dw, db = dw[:-1], dw[-1]
-        dw = dw.T.reshape(ctx.w.shape)
+        # col @ dy^T reads both operands in the order BLAS likes (faster than dy @ col^T).
+        dw = (ctx.col @ dy.transpose(0, 2, 1)).sum(axis=0).T.reshape(ctx.w.shape)
     if need_dx:
         dcol = ctx.w.reshape(C_out, -1).T @ dy  # (N, C_in*KH*KW, OH*OW)
         dx = _col2im(dcol, ctx.in_size, ctx.geometry, ctx.grid)  # (N, C_in, H, W)
-    if ctx.has_bias and db is None:
-        db = dy.sum(axis=(0, 2))
+    db = dy.sum(axis=(0, 2)) if ctx.has_bias else None
     return dx, dw, db
 
 
