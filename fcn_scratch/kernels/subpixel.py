@@ -20,7 +20,7 @@ release the GIL.
 import numpy as np
 from numba import njit, uint64
 
-from fcn_scratch.kernels.cpu import kernel
+from fcn_scratch.kernels.cpu import _copy, _zero, kernel
 
 
 @njit(inline="always", cache=True)
@@ -68,25 +68,18 @@ def image_to_phases(dy, SH, SW, PH, PW, Q, R, dY):
     plane of dy, which stays in cache while its SH*SW phases are read out of it."""
     N, C, OH, OW = dy.shape
     lo, hi, _ = _column_runs(SW, PW, R, OW)
-    sw = uint64(SW)
     for n in range(N):
         for c in range(C):
             plane = dy[n, c].ravel()  # (OH*OW,)
             for a in range(SH):
                 for b in range(SW):
                     dst = dY[n, (a * SW + b) * C + c]  # (Q*R,)
-                    inside_lo, inside_hi = min(lo[b], R), hi[b]
+                    before, inside = min(lo[b], R), hi[b] - lo[b]  # windows before, inside
                     for q in range(Q):
-                        h = q * SH + a - PH
-                        d = uint64(q * R)
+                        h, d = q * SH + a - PH, q * R
                         if h < 0 or h >= OH:
-                            for r in range(uint64(R)):
-                                dst[d + r] = 0
+                            _zero(dst, d, R)
                             continue
-                        for r in range(uint64(inside_lo)):
-                            dst[d + r] = 0
-                        s0 = uint64(h * OW + b - PW)
-                        for r in range(uint64(lo[b]), uint64(inside_hi)):
-                            dst[d + r] = plane[s0 + r * sw]
-                        for r in range(uint64(max(inside_hi, inside_lo)), uint64(R)):
-                            dst[d + r] = 0
+                        _zero(dst, d, before)
+                        _copy(dst, d + lo[b], plane, h * OW + lo[b] * SW + b - PW, SW, inside)
+                        _zero(dst, d + before + inside, R - before - inside)
