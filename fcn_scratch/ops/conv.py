@@ -116,7 +116,7 @@ def _conv2d(x, w, b, geometry, shape, y=None):
     """conv2d of x (checked) -> (y, ctx), y of ``shape`` (N, C_out, OH, OW), written into
     the given ``y`` if there is one (a slice's rows of the batch's output)."""
     if _splits(x):
-        return _split_forward(lambda xs, ys: _conv2d(xs, w, b, geometry, ys.shape, ys), x, shape)
+        return _split_forward(lambda xs, ys: _conv2d(xs, w, b, geometry, ys.shape, ys), x, shape, y)
     if winograd.applies(x, w, *geometry[1:]) and parallel.on_one_thread():
         return winograd.conv3x3_forward(x, w, b, y)
     N, C_out, OH, OW = shape
@@ -178,7 +178,7 @@ def _conv_transpose2d(x, w, b, geometry, shape, y=None):
     """conv_transpose2d of x (checked) -> (y, ctx), as ``_conv2d``."""
     if _splits(x):
         return _split_forward(
-            lambda xs, ys: _conv_transpose2d(xs, w, b, geometry, ys.shape, ys), x, shape
+            lambda xs, ys: _conv_transpose2d(xs, w, b, geometry, ys.shape, ys), x, shape, y
         )
     _, stride, padding, dilation = geometry
     if subpixel.applies(x, w, stride, dilation):
@@ -223,11 +223,12 @@ def _splits(x) -> bool:
     return kernels.is_numba(x) and not parallel.on_one_thread() and x.shape[0] > 1
 
 
-def _split_forward(forward, x, shape):
+def _split_forward(forward, x, shape, y=None):
     """``forward(x slice, y slice) -> (y slice, ctx)`` on every slice of x at once, each
-    writing its rows of one y of ``shape`` -> (y, SplitCtx). (Concatenating the slices'
-    outputs afterwards, on one thread, took a fifth of a 3-channel convolution's forward.)"""
-    y = np.empty(shape, dtype=x.dtype)
+    writing its rows of one y of ``shape`` (the given one, if any) -> (y, SplitCtx).
+    (Concatenating the slices' outputs afterwards, on one thread, took a fifth of a
+    3-channel convolution's forward.)"""
+    y = np.empty(shape, dtype=x.dtype) if y is None else y
     results = parallel.split_batch(lambda xs, ys: (len(xs), forward(xs, ys)[1]), x, y)
     sizes, ctxs = zip(*results)
     return y, SplitCtx(sizes, ctxs, x.shape[1:])
