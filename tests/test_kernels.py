@@ -371,3 +371,12 @@ def test_cross_entropy_kernels_match_numpy_bit_for_bit(reduction, weighted, dtyp
             results.append((value, ctx.prob, ctx.target, loss.cross_entropy_backward(dloss, ctx)))
     for got, want in zip(*results):
         assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("k, s, p, d, shape, out", CONV[:4])
+def test_im2col_with_a_row_of_ones(k, s, p, d, shape, out):
+    """``ones_row`` (conv2d's bias in the GEMM): the reference's columns, then ones."""
+    x = randn(shape, np.float32)
+    col = cpu.im2col(x, k, s, p, d, out, ones_row=True)
+    np.testing.assert_array_equal(col[:, :-1], ref.im2col(x, k, s, p, d, out))
+    assert (col[:, -1] == 1).all()

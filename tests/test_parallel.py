@@ -169,3 +169,27 @@ def test_an_im2col_convolution_splits_its_batch_and_matches_the_reference(
     for a, r in zip((y, *grads), (y_ref, *grads_ref)):
         if r is not None:
             np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("need_dx, need_dw", [(True, True), (True, False), (False, True)])
+def test_the_bias_added_in_the_gemm_matches_the_reference(need_dx, need_dw):
+    """On one thread, an im2col convolution with a bias adds it in the GEMM (a row of ones
+    under the columns) and gets db from the weight's GEMM: the reference's numbers."""
+    rng = np.random.default_rng(4)
+    x, w, b = (
+        rng.standard_normal((3, 3, 7, 6)),
+        rng.standard_normal((4, 3, 3, 3)),
+        rng.standard_normal(4),
+    )
+    parallel.limit_threads(1)
+    y, ctx = conv.conv2d_forward(x, w, b, 1, 1)
+    assert ctx.col.shape[1] == 3 * 9 + 1  # the row of ones
+    dy = rng.standard_normal(y.shape)
+    grads = conv.conv2d_backward(dy, ctx, need_dx, need_dw)
+    with kernels.using(reference):
+        y_ref, ctx_ref = conv.conv2d_forward(x, w, b, 1, 1)
+        grads_ref = conv.conv2d_backward(dy, ctx_ref, need_dx, need_dw)
+    for a, r in zip((y, *grads), (y_ref, *grads_ref)):
+        assert (a is None) == (r is None)
+        if r is not None:
+            np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)

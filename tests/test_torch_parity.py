@@ -32,6 +32,11 @@ CONV = [  # (x shape, c_out, k, stride, padding, dilation)
     ((1, 2, 11, 7), 3, 5, 2, 2, 1),
     ((2, 2, 10, 10), 2, 3, (3, 2), (0, 2), (2, 1)),
     ((2, 4, 6, 6), 5, 1, 1, 0, 1),
+    # output maps of at most conv.ONE_GEMM_PIXELS pixels: one GEMM over the batch
+    ((3, 4, 4, 4), 5, 3, 1, 1, 1),
+    ((2, 3, 2, 3), 4, 3, 1, 1, 1),
+    ((3, 4, 2, 2), 5, 1, 1, 0, 1),
+    ((2, 2, 7, 7), 3, 3, 2, 0, 1),
 ]
 
 

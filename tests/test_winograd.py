@@ -135,6 +135,16 @@ def test_other_convolutions_take_im2col(rng, c_in, kernel, stride, padding, dila
     assert isinstance(ctx, conv.ConvCtx)
 
 
+@pytest.mark.parametrize("size, one_gemm", [(4, True), (2, True), (5, False)])
+def test_small_maps_take_one_gemm_over_the_batch(rng, size, one_gemm):
+    """Output maps of at most ONE_GEMM_PIXELS pixels keep the batch's columns side by side
+    (the values: tests/test_torch_parity.py)."""
+    x = rng.standard_normal((3, C, size, size)).astype(np.float32)
+    w = rng.standard_normal((2, C, 3, 3)).astype(np.float32)
+    _, ctx = conv.conv2d_forward(x, w, None, 1, 1)
+    assert ctx.col.shape == ((C * 9, 3 * size * size) if one_gemm else (3, C * 9, size * size))
+
+
 def test_with_every_thread_a_batch_splits_one_image_takes_im2col_a_lane_winograd(rng):
     x, w, b, _ = _inputs(rng, (3, C, 8, 8), 2, np.float32)
     parallel.limit_threads(2)

@@ -245,16 +245,20 @@ def _adam_update(p, g, m, v, shrink, weight_decay, beta1c, beta2, beta2c, step, 
         p[k] = p[k] * shrink - step * mk / (np.sqrt(vk) / bias2_sqrt + eps)
 
 
-def im2col(x, kernel_size, stride, padding, dilation, out_size):
+def im2col(x, kernel_size, stride, padding, dilation, out_size, ones_row=False):
     """Unfold sliding windows into columns.
 
-    x: (N, C, H, W) -> col: (N, C*KH*KW, OH*OW)
+    x: (N, C, H, W) -> col: (N, C*KH*KW, OH*OW), or (N, C*KH*KW + 1, OH*OW) with a last row
+    of ones for ``ones_row`` (this backend only: conv2d then adds its bias in the GEMM, as
+    a last column of the weight, instead of in a pass of its own over the output)
     """
     x = np.ascontiguousarray(x)
     N, C = x.shape[:2]
     KH, KW = kernel_size
     OH, OW = out_size
-    col = np.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
+    col = np.empty((N, C * KH * KW + ones_row, OH * OW), dtype=x.dtype)
+    if ones_row:
+        col[:, -1] = 1  # the kernels write the rows before it
     if stride == dilation == (1, 1) and (OH, OW) == x.shape[2:]:
         _im2col_same(x, KH, KW, *padding, col)
     else:
