@@ -193,3 +193,20 @@ def test_the_bias_added_in_the_gemm_matches_the_reference(need_dx, need_dw):
         assert (a is None) == (r is None)
         if r is not None:
             np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+def test_the_bias_stays_out_of_the_gemm_where_the_weight_outweighs_the_output():
+    """A weight row longer than the output's pixels (VGG16's fc6 on a photo) would be
+    copied for less than it saves: the bias is added to y instead, with the same result."""
+    rng = np.random.default_rng(5)
+    x, w, b = (
+        rng.standard_normal((1, 4, 7, 7)),
+        rng.standard_normal((2, 4, 3, 3)),
+        rng.standard_normal(2),
+    )
+    parallel.limit_threads(1)
+    y, ctx = conv.conv2d_forward(x, w, b, 1, 0)  # 36 weights a row, 25 output pixels
+    assert ctx.col.shape[1] == 4 * 9  # no row of ones
+    with kernels.using(reference):
+        y_ref, _ = conv.conv2d_forward(x, w, b, 1, 0)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)

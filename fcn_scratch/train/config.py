@@ -5,8 +5,8 @@ synthetic shapes (fresh images every epoch), Adam with a poly schedule after a l
 warm-up over the first 5% of the steps, 25 epochs: the fewest of this recipe that reach a
 held-out mean IU of 0.9 with a margin (25 gave 0.915, its last three epochs at least 0.910;
 24 gave 0.902, with 0.899 the epoch before; 26 gave 0.906), in about two minutes on two CPU
-cores (the README's Results give what was measured). ``validate()`` checks every field and raises ValueError
-naming the field, what it expected and what it got.
+cores (the README's Results give what was measured). ``validate()`` checks every field and
+raises ValueError naming the field, what it expected and what it got.
 """
 
 import dataclasses
