@@ -31,7 +31,8 @@ x is used as it is, and its col2im is a reshape.
 A map of at most ``ONE_GEMM_PIXELS`` output pixels (an FCN's last stages and fc6) gives
 each image's GEMM a handful of columns, and dw a sum of N products as large as w: there
 the columns of the whole batch go side by side, (C_in*KH*KW, N*OH*OW), and each of y, dw
-and dx is one GEMM.
+and dx is one GEMM. With the Numba kernels the bias rides in im2col's GEMM where the weight
+is smaller than the output (``_bias_in_gemm``), and db comes out of dw's.
 
 Shapes, in PyTorch's conventions:
 
