@@ -134,16 +134,16 @@ def _conv2d(x, w, b, geometry, shape, y=None):
         col = kernels.for_array(x).im2col(x, *geometry, (OH, OW), ones_row=True)
         weight = np.concatenate([w.reshape(C_out, -1), b.reshape(C_out, 1)], axis=1)
         np.matmul(weight, col, out=y.reshape(N, C_out, OH * OW))
-        return y, ConvCtx(col, w, True, x.shape[2:], (OH, OW), geometry)
-    col = _im2col(x, geometry, (OH, OW))  # (N, C_in*KH*KW, OH*OW)
-    if one_gemm((OH, OW)):
-        col = xp.ascontiguousarray(col.transpose(1, 0, 2)).reshape(col.shape[1], -1)
-        y_rows = w.reshape(C_out, -1) @ col  # (C_out, N*OH*OW)
-        y[...] = y_rows.reshape(C_out, N, OH, OW).transpose(1, 0, 2, 3)
     else:
-        xp.matmul(w.reshape(C_out, -1), col, out=y.reshape(N, C_out, OH * OW))
-    if b is not None:
-        y += b.reshape(1, C_out, 1, 1)
+        col = _im2col(x, geometry, (OH, OW))  # (N, C_in*KH*KW, OH*OW)
+        if one_gemm((OH, OW)):
+            col = xp.ascontiguousarray(col.transpose(1, 0, 2)).reshape(col.shape[1], -1)
+            y_rows = w.reshape(C_out, -1) @ col  # (C_out, N*OH*OW)
+            y[...] = y_rows.reshape(C_out, N, OH, OW).transpose(1, 0, 2, 3)
+        else:
+            xp.matmul(w.reshape(C_out, -1), col, out=y.reshape(N, C_out, OH * OW))
+        if b is not None:
+            y += b.reshape(1, C_out, 1, 1)
     return y, ConvCtx(col, w, b is not None, x.shape[2:], (OH, OW), geometry)
 
 
