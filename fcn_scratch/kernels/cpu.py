@@ -22,6 +22,8 @@ instead of compiling again.
 import numpy as np
 from numba import njit, uint64
 
+from fcn_scratch.kernels import subnormals
+
 # The loops: no GIL, cached on disk, and NumPy's error model, under which a division by
 # zero gives inf or nan instead of raising: Python's model checks every divisor, which keeps
 # LLVM from vectorising a loop that divides (the Adam update ran 4x slower under it).
@@ -348,24 +350,27 @@ def adam_update(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decou
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
     param, grad, m, v: arrays of one shape and dtype (param, m, v contiguous: updated in
-    place). One pass over memory instead of a dozen array operations, in the arrays' dtype.
+    place). One pass over memory instead of a dozen array operations, in the arrays' dtype,
+    with subnormal numbers read and written as zero (``subnormals.flushed``: the moments of
+    units that no longer learn pass through them, and each one cost a microcode assist).
     """
     if not (param.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
         raise ValueError("adam_update: param, m and v must be C-contiguous (updated in place)")
     coupled = 0.0 if decoupled else weight_decay  # Adam: in the gradient
     shrink = 1.0 - lr * weight_decay if decoupled else 1.0  # AdamW: of the parameter
     scalar = param.dtype.type
-    _adam_update(
-        param.reshape(-1),
-        np.ascontiguousarray(grad).reshape(-1),
-        m.reshape(-1),
-        v.reshape(-1),
-        scalar(shrink),
-        scalar(coupled),
-        scalar(1.0 - beta1),
-        scalar(beta2),
-        scalar(1.0 - beta2),
-        scalar(lr / (1.0 - beta1**t)),
-        scalar((1.0 - beta2**t) ** 0.5),
-        scalar(eps),
-    )
+    with subnormals.flushed():
+        _adam_update(
+            param.reshape(-1),
+            np.ascontiguousarray(grad).reshape(-1),
+            m.reshape(-1),
+            v.reshape(-1),
+            scalar(shrink),
+            scalar(coupled),
+            scalar(1.0 - beta1),
+            scalar(beta2),
+            scalar(1.0 - beta2),
+            scalar(lr / (1.0 - beta1**t)),
+            scalar((1.0 - beta2**t) ** 0.5),
+            scalar(eps),
+        )
