@@ -128,6 +128,32 @@ def test_modes_flags_and_uneven_slices_reach_the_children():
     lanes.close()
 
 
+def add_lane_mark(model, x):
+    """x's slice with 1 added in place (the arrays that reach a lane may be written to)."""
+    x += 1
+    return x.copy()
+
+
+@pytest.mark.parametrize("inbox_bytes", [lane_processes.INBOX_BYTES, 1024])
+def test_slices_reach_the_children_through_the_inbox_or_else_the_pipe(inbox_bytes, monkeypatch):
+    """Each request's slices overwrite the last one's in the child's inbox; slices larger
+    than the inbox (1 KiB here) go through the pipe instead."""
+    monkeypatch.setattr(lane_processes, "INBOX_BYTES", inbox_bytes)
+    puts = []
+    put = lane_processes._Inbox.put
+    monkeypatch.setattr(
+        lane_processes._Inbox, "put", lambda self, b: puts.append(put(self, b)) or puts[-1]
+    )
+    lanes = ProcessLanes(build_model("fcn32s", 3, rng=0, **SMALL), 2)
+    for seed in (0, 1):
+        x, _ = batch(n=4, seed=seed)
+        got = lanes.run(add_lane_mark, x.copy())
+        np.testing.assert_array_equal(np.concatenate(got), x + 1)
+    lanes.close()
+    assert len(puts) == 2
+    assert all(p is None for p in puts) == (inbox_bytes == 1024)
+
+
 def fail_in_lane_1(model, x):
     if len(x) == 3:  # the second slice of 5 images
         raise ValueError("lane 1 refuses this slice")
