@@ -14,7 +14,8 @@ from fcn_scratch.train.setup import fresh_train_set
 
 
 class FreshShapes:
-    """``get(epoch)`` returns that epoch's training set and starts rendering the next."""
+    """``get(epoch)`` returns that epoch's training set and starts rendering the next;
+    ``prefetch(epoch)`` starts rendering one."""
 
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -27,11 +28,18 @@ class FreshShapes:
         else:
             data = fresh_train_set(self.config, epoch)
         self._next = None
-        if epoch + 1 < self.config.epochs:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="fresh-shapes")
-            self._next = (epoch + 1, self._pool.submit(fresh_train_set, self.config, epoch + 1))
+        self.prefetch(epoch + 1)
         return data
+
+    def prefetch(self, epoch: int) -> None:
+        """Start rendering ``epoch``'s images in the background, unless it is past the last
+        epoch or under way already (the trainer asks for epoch 1 while epoch 0, whose
+        images it has from the start, trains)."""
+        if epoch >= self.config.epochs or (self._next is not None and self._next[0] == epoch):
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="fresh-shapes")
+        self._next = (epoch, self._pool.submit(fresh_train_set, self.config, epoch))
 
     def wait(self) -> None:
         """Block until the next epoch's images, if any are being rendered, are ready."""

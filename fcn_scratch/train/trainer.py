@@ -219,6 +219,8 @@ class Trainer:
         """
         self._clock_start = (time.perf_counter(), self.elapsed)
         self.lanes.start()  # before the thread that renders fresh images: lanes may fork
+        if self.fresh_data is not None and self._data_epoch == self.loader.epoch:
+            self.fresh_data.prefetch(self.loader.epoch + 1)  # drawn while this epoch trains
         try:
             if self.checkpoint_path:
                 self.save()  # a last good checkpoint is in out/ from the start
