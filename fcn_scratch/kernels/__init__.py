@@ -8,7 +8,8 @@ arrays inside ``with using(module):`` the module given (how the benchmark runs t
 each backend). Three modules hold loops for the Numba backend only, fast paths of ops
 that keep the backends' kernels or NumPy expressions for the others: ``winograd`` (3x3
 convolutions), ``subpixel`` (transposed convolutions, phase by phase) and
-``cross_entropy``; the ops take them where ``is_numba`` holds.
+``cross_entropy``; the ops take them where ``is_numba`` holds. ``subnormals`` sets the
+CPU's flush-to-zero mode for the span of a ``with`` block (the Numba Adam kernel runs in it).
 """
 
 from collections.abc import Iterator
