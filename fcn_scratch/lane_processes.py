@@ -319,6 +319,7 @@ class _Inbox:
         return offsets
 
     def view(self, offset: int, size: int) -> memoryview:
+        """The ``size`` bytes from ``offset`` on, as they lie in the block (no copy)."""
         return memoryview(self._map)[offset : offset + size]
 
 

@@ -14,8 +14,8 @@ where it takes 0.32 ms with the assists switched off (the same state, the same p
 would be subnormal to zero) and the DAZ bit (read subnormal inputs as zero) of the SSE
 control register, MXCSR, which governs every float32/float64 operation of the calling
 thread, NumPy's and Numba's alike. The register is restored when the block ends, so the
-setting never leaks into the caller's code (TensorFlow runs its CPU kernels the same way;
-NumPy and PyTorch leave the register alone unless asked). Under it a decaying moment
+setting never leaks into the caller's code (TensorFlow sets the same two bits in its CPU
+threads; NumPy and PyTorch leave the register alone unless asked). Under it a decaying moment
 stops at the bottom of the normal range (its decrement ``(1 - beta1) * m`` would be
 subnormal and is flushed), where it moves a weight by about ``lr * 1e-37 / eps``: 4e-32,
 below float32's resolution of any weight but zero.
