@@ -149,25 +149,30 @@ class Lanes:
                 r.data, r.requires_grad, r.grad = p.data, p.requires_grad, None
 
 
-def split_batch(fn, *arrays) -> list:
+def split_batch(fn, *arrays, most: int | None = None) -> list:
     """``[fn(*slices_i) for each slice i]``: one op's batch cut as ``Lanes.run`` cuts it,
-    into ``min(thread_count(), N)`` slices computed at once, each as a lane (single-threaded
-    BLAS, ``on_one_thread()`` true in it), results in slice order.
+    into ``min(thread_count(), N, most)`` slices computed at once, each as a lane
+    (single-threaded BLAS, ``on_one_thread()`` true in it), results in slice order.
 
     For an op that has every thread to itself (a single op, a model with batch norm trained
     in one lane): one slice per thread beats one multi-threaded GEMM between single-threaded
-    kernels. Called inside a lane, or with one thread, it is ``[fn(*arrays)]``.
+    kernels. ``most=1`` computes the whole batch as one lane, on this thread (an op too small
+    to pay for handing slices to other threads). Called inside a lane, or with one thread,
+    it is ``[fn(*arrays)]``.
     """
-    used = 1 if on_one_thread() else max(1, min(_threads, len(arrays[0])))
-    return run_parts(fn, cut(arrays, used))
+    used = 1 if on_one_thread() else max(1, min(_threads, len(arrays[0]), most or _threads))
+    return run_parts(fn, cut(arrays, used) if used > 1 else [arrays])
 
 
 def run_parts(fn, parts: list) -> list:
     """``[fn(*part) for part in parts]``, computed at once, one thread each, as lanes (the
     backward of an op that ``split_batch`` cut: the same slices again)."""
-    if len(parts) == 1:
+    if len(parts) == 1 and on_one_thread():
         return [fn(*parts[0])]
     one_thread = _on_one_thread(fn)  # an op draws no random numbers: no lane generator
+    if len(parts) == 1:
+        with one_thread_blas():
+            return [one_thread(*parts[0])]
     return _at_once(_op_pool(len(parts) - 1), lambda _, *part: one_thread(*part), parts)
 
 

@@ -127,7 +127,8 @@ def test_limit_threads_rejects_bad_counts():
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_a_transposed_convolution_splits_its_batch_and_matches_the_reference(threads):
+def test_a_transposed_convolution_splits_its_batch_and_matches_the_reference(threads, monkeypatch):
+    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)  # so small an op is cut too
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal((5, 3, 4, 5)), rng.standard_normal((3, 2, 4, 4))
     b, dy = rng.standard_normal(2), rng.standard_normal((5, 2, 8, 10))
@@ -151,8 +152,9 @@ def test_a_transposed_convolution_splits_its_batch_and_matches_the_reference(thr
 @pytest.mark.parametrize("need_dx", [True, False])
 @pytest.mark.parametrize("c_in, stride, padding", [(3, 1, 1), (4, 2, 0)])
 def test_an_im2col_convolution_splits_its_batch_and_matches_the_reference(
-    threads, need_dx, c_in, stride, padding
+    threads, need_dx, c_in, stride, padding, monkeypatch
 ):
+    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)  # so small an op is cut too
     rng = np.random.default_rng(2)
     x, w = rng.standard_normal((5, c_in, 7, 6)), rng.standard_normal((4, c_in, 3, 3))
     b = rng.standard_normal(4)
@@ -169,6 +171,38 @@ def test_an_im2col_convolution_splits_its_batch_and_matches_the_reference(
     for a, r in zip((y, *grads), (y_ref, *grads_ref)):
         if r is not None:
             np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+def test_a_small_op_runs_whole_as_one_lane_with_the_bits_of_one_thread(op, monkeypatch):
+    """Below ``MIN_SPLIT_MACS`` multiply-adds (im2col's count, a quarter of it where
+    Winograd applies) the op is one slice, computed on one thread as a lane (here by
+    Winograd and by phases): the bits of ``--threads 1``. From the threshold on it is cut."""
+    rng = np.random.default_rng(5)
+    if op == "conv2d":
+        x, w = rng.standard_normal((4, 8, 8, 8)), rng.standard_normal((8, 8, 3, 3))
+        forward, backward, args = conv.conv2d_forward, conv.conv2d_backward, (1, 1)
+        macs = 4 * 8 * 8 * 8 * (8 * 3 * 3) // 4  # output values x taps, by Winograd
+    else:
+        x, w = rng.standard_normal((4, 8, 8, 8)), rng.standard_normal((8, 8, 4, 4))
+        forward, backward = conv.conv_transpose2d_forward, conv.conv_transpose2d_backward
+        args = (2, 1)
+        macs = 4 * 8 * 8 * 8 * (8 * 4 * 4)  # input values x their outputs
+    x, w = x.astype(np.float32), w.astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    results = {}
+    for threads in (1, 2):
+        parallel.limit_threads(threads)
+        y, ctx = forward(x, w, b, *args)
+        dy = np.cos(y)
+        results[threads] = (y, *backward(dy, ctx))
+        if threads == 2:
+            assert isinstance(ctx, conv.SplitCtx) and ctx.sizes == (4,)
+    for one, two in zip(results[1], results[2]):
+        assert one.tobytes() == two.tobytes()
+    for threshold, sizes in ((macs + 1, (4,)), (macs, (2, 2))):
+        monkeypatch.setattr(conv, "MIN_SPLIT_MACS", threshold)
+        assert forward(x, w, b, *args)[1].sizes == sizes
 
 
 @pytest.mark.parametrize("need_dx, need_dw", [(True, True), (True, False), (False, True)])

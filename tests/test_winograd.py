@@ -145,7 +145,8 @@ def test_small_maps_take_one_gemm_over_the_batch(rng, size, one_gemm):
     assert ctx.col.shape == ((C * 9, 3 * size * size) if one_gemm else (3, C * 9, size * size))
 
 
-def test_with_every_thread_a_batch_splits_one_image_takes_im2col_a_lane_winograd(rng):
+def test_with_every_thread_a_batch_splits_one_image_takes_im2col_a_lane_winograd(rng, monkeypatch):
+    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)  # so small an op is cut too
     x, w, b, _ = _inputs(rng, (3, C, 8, 8), 2, np.float32)
     parallel.limit_threads(2)
     _, ctx = conv.conv2d_forward(x, w, b, 1, 1)
@@ -163,7 +164,8 @@ def test_with_every_thread_a_batch_splits_one_image_takes_im2col_a_lane_winograd
 
 @pytest.mark.parametrize("threads", [2, 3, 8])
 @pytest.mark.parametrize("need_dx, need_dw", [(True, True), (False, True), (True, False)])
-def test_a_batch_split_across_threads_matches_im2col(rng, threads, need_dx, need_dw):
+def test_a_batch_split_across_threads_matches_im2col(rng, threads, need_dx, need_dw, monkeypatch):
+    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)  # so small an op is cut too
     parallel.limit_threads(threads)
     x, w, b, dy = _inputs(rng, (5, C, 9, 10), 3, np.float64)
     ctx, ours, ref = _both(x, w, b, dy, need_dx, need_dw)

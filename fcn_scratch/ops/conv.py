@@ -23,7 +23,9 @@ Winograd convolutions of ``fcn-scratch bench`` took 0.48-0.57x the time, the tra
 ones 0.72-0.86x, the one from 3 channels by im2col 0.78-0.86x). The backward runs the same
 slices and adds their dw and db in slice order: the results depend on the thread count,
 never on the scheduling. A single image keeps the whole op, with a multi-threaded GEMM
-(Winograd on one of 2 threads took 1.8x its time from 64 channels at 250x250).
+(Winograd on one of 2 threads took 1.8x its time from 64 channels at 250x250). An op of
+fewer than ``MIN_SPLIT_MACS`` multiply-adds runs whole, as one slice on the calling thread:
+handing a slice to another thread and waiting for it costs more than it saves there.
 
 A 1x1 convolution with stride 1 and no padding has im2col(x) = x (one column per pixel):
 x is used as it is, and its col2im is a reshape.
@@ -124,7 +126,12 @@ def _conv2d(x, w, b, geometry, shape, y=None):
     """conv2d of x (checked) -> (y, ctx), y of ``shape`` (N, C_out, OH, OW), written into
     the given ``y`` if there is one (a slice's rows of the batch's output)."""
     if _splits(x):
-        return _split_forward(lambda xs, ys: _conv2d(xs, w, b, geometry, ys.shape, ys), x, shape, y)
+        macs = np.prod(shape) * w[0].size
+        if winograd.applies(x, w, *geometry[1:]):
+            macs //= winograd.SAVING
+        return _split_forward(
+            lambda xs, ys: _conv2d(xs, w, b, geometry, ys.shape, ys), x, shape, y, macs
+        )
     if winograd.applies(x, w, *geometry[1:]) and parallel.on_one_thread():
         return winograd.conv3x3_forward(x, w, b, y)
     N, C_out, OH, OW = shape
@@ -249,7 +256,11 @@ def _conv_transpose2d(x, w, b, geometry, shape, y=None):
     """conv_transpose2d of x (checked) -> (y, ctx), as ``_conv2d``."""
     if _splits(x):
         return _split_forward(
-            lambda xs, ys: _conv_transpose2d(xs, w, b, geometry, ys.shape, ys), x, shape, y
+            lambda xs, ys: _conv_transpose2d(xs, w, b, geometry, ys.shape, ys),
+            x,
+            shape,
+            y,
+            x.size * w[0].size,
         )
     _, stride, padding, dilation = geometry
     if subpixel.applies(x, w, stride, dilation):
@@ -289,18 +300,29 @@ def conv_transpose2d_backward(dy, ctx, need_dx=True, need_dw=True):
 
 
 def _splits(x) -> bool:
-    """Whether an op on ``x`` cuts its batch across threads: the Numba kernels run it, it
-    has several threads and more than one image."""
+    """Whether an op on ``x`` computes its batch in slices, as lanes: the Numba kernels run
+    it, it has several threads and more than one image."""
     return kernels.is_numba(x) and not parallel.on_one_thread() and x.shape[0] > 1
 
 
-def _split_forward(forward, x, shape, y=None):
+# Below this many multiply-adds in its forward (counted as im2col's, a quarter of them where
+# Winograd applies) an op runs as one slice on the calling thread, not one per thread: with
+# 2 threads, forward and backward at batch 8-16 took 0.09 -> 0.45 ms (x2 upsampling of 4
+# channels on 8x8), 0.66 -> 0.65-0.83 (of 8 on 16x16, 4.2 M) and 0.88 -> 1.4 (64 channels
+# on 8x8 by Winograd, 4.7 M) when cut, 2.1-2.3 -> 1.6-1.7 (16 to 32 channels on 32x32 by
+# Winograd, 9.4 M) and 2.4 -> 1.7-1.9 (3 to 16 channels on 64x64, 14 M).
+MIN_SPLIT_MACS = 8_000_000
+
+
+def _split_forward(forward, x, shape, y, macs):
     """``forward(x slice, y slice) -> (y slice, ctx)`` on every slice of x at once, each
-    writing its rows of one y of ``shape`` (the given one, if any) -> (y, SplitCtx).
+    writing its rows of one y of ``shape`` (the given one, if any) -> (y, SplitCtx); one
+    slice only if the op's ``macs`` (multiply-adds) are fewer than ``MIN_SPLIT_MACS``.
     (Concatenating the slices' outputs afterwards, on one thread, took a fifth of a
     3-channel convolution's forward.)"""
     y = np.empty(shape, dtype=x.dtype) if y is None else y
-    results = parallel.split_batch(lambda xs, ys: (len(xs), forward(xs, ys)[1]), x, y)
+    most = None if macs >= MIN_SPLIT_MACS else 1
+    results = parallel.split_batch(lambda xs, ys: (len(xs), forward(xs, ys)[1]), x, y, most=most)
     sizes, ctxs = zip(*results)
     return y, SplitCtx(sizes, ctxs, x.shape[1:])
 
@@ -308,6 +330,11 @@ def _split_forward(forward, x, shape, y=None):
 def _split_backward(backward, dy, ctx, need_dx, need_dw):
     """``backward`` on the forward's slices at once; dx joined (each thread copies its
     slice's), dw and db added in order."""
+    if len(ctx.parts) == 1:  # the op was small: one slice, the whole batch
+        (grads,) = parallel.run_parts(
+            lambda d, c: backward(d, c, need_dx, need_dw), [(dy, *ctx.parts)]
+        )
+        return grads
     bounds = np.cumsum(ctx.sizes)[:-1]
     dx = np.empty((len(dy), *ctx.image_shape), dtype=dy.dtype) if need_dx else None
     dx_parts = np.split(dx, bounds) if need_dx else [None] * len(ctx.sizes)

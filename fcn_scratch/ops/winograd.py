@@ -67,6 +67,7 @@ from fcn_scratch.kernels.winograd import TERMS
 
 TILE = 4  # m: an output tile is m x m, read from an n x n input window
 WINDOW = TILE + 2  # n
+SAVING = TILE * TILE * 9 // (WINDOW * WINDOW)  # 4: multiply-adds of im2col per Winograd's
 BT = np.array(
     [
         [4, 0, -5, 0, 1, 0],
