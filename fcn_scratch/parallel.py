@@ -30,7 +30,8 @@ Work that cannot be split (a batch of one image, or training a model with batch 
 statistics are taken over the whole batch) runs in one lane, with BLAS using every thread.
 There, and for a single op, the convolutions cut their own batch the same way
 (``split_batch``, used by ``fcn_scratch.ops.conv``): one slice per thread, each on one
-thread, the backward on the same slices (``run_parts``).
+thread, the backward on the same slices (``run_parts``); a small op, one slice on the
+calling thread.
 """
 
 import copy
