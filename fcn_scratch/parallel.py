@@ -162,7 +162,7 @@ def split_batch(fn, *arrays, most: int | None = None) -> list:
     it is ``[fn(*arrays)]``.
     """
     used = 1 if on_one_thread() else max(1, min(_threads, len(arrays[0]), most or _threads))
-    return run_parts(fn, cut(arrays, used) if used > 1 else [arrays])
+    return run_parts(fn, cut(arrays, used))
 
 
 def run_parts(fn, parts: list) -> list:
@@ -179,6 +179,8 @@ def run_parts(fn, parts: list) -> list:
 
 def cut(arrays, count: int) -> list:
     """``arrays`` (first axis N) cut into ``count`` contiguous slices of near-equal size."""
+    if count == 1:
+        return [tuple(arrays)]
     bounds = np.linspace(0, len(arrays[0]), count + 1).round().astype(int)
     return [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
