@@ -5,10 +5,11 @@ CuPy) define the same functions with the same signatures; see ``reference`` for 
 conventions. ``numpy_baseline`` (vectorised NumPy) does too; only the benchmark uses it.
 ``for_array`` is the one place that picks a backend: by the array's type, and for NumPy
 arrays inside ``with using(module):`` the module given (how the benchmark runs the ops on
-each backend). Three modules hold loops for the Numba backend only, fast paths of ops
+each backend). Four modules hold loops for the Numba backend only, fast paths of ops
 that keep the backends' kernels or NumPy expressions for the others: ``winograd`` (3x3
-convolutions), ``subpixel`` (transposed convolutions, phase by phase) and
-``cross_entropy``; the ops take them where ``is_numba`` holds. ``subnormals`` sets the
+convolutions), ``subpixel`` (transposed convolutions, phase by phase), ``dw_blocks`` (the
+weight gradient of a convolution from few channels) and ``cross_entropy``; the ops take
+them where ``is_numba`` holds. ``subnormals`` sets the
 CPU's flush-to-zero mode for the span of a ``with`` block (the Numba Adam kernel runs in it).
 """
 

@@ -184,18 +184,30 @@ def conv2d_backward(dy, ctx, need_dx=True, need_dw=True):
     dx = dw = db = None
     ones_row = ctx.col.shape[1] > ctx.w[0].size  # the forward's bias row (see _conv2d)
     if need_dw:
-        # col @ dy^T reads both operands in the order BLAS likes (faster than dy @ col^T);
-        # against the row of ones it gives db as its last row
-        dw = (ctx.col @ dy.transpose(0, 2, 1)).sum(axis=0)  # (C_in*KH*KW [+ 1], C_out)
+        # against the row of ones, dw's last column is db
+        dw = _weight_grad(ctx.col, dy)  # (C_out, C_in*KH*KW [+ 1])
         if ones_row:
-            dw, db = dw[:-1], dw[-1]
-        dw = dw.T.reshape(ctx.w.shape)
+            dw, db = dw[:, :-1], dw[:, -1]
+        dw = dw.reshape(ctx.w.shape)
     if need_dx:
         dcol = ctx.w.reshape(C_out, -1).T @ dy  # (N, C_in*KH*KW, OH*OW)
         dx = _col2im(dcol, ctx.in_size, ctx.geometry, ctx.grid)  # (N, C_in, H, W)
     if ctx.has_bias and db is None:
         db = dy.sum(axis=(0, 2))
     return dx, dw, db
+
+
+def _weight_grad(col, dy):
+    """sum_n dy[n] @ col[n]^T: col (N, K, P), dy (N, C_out, P) -> (C_out, K). The Numba
+    kernel of ``kernels.dw_blocks`` where im2col has few rows and the map many pixels (a
+    convolution from 3 channels), BLAS elsewhere: there col @ dy^T reads both operands in
+    the order BLAS likes (faster than dy @ col^T)."""
+    if kernels.is_numba(col):
+        from fcn_scratch.kernels import dw_blocks
+
+        if dw_blocks.applies(col):
+            return dw_blocks.weight_grad(col, dy)
+    return (col @ dy.transpose(0, 2, 1)).sum(axis=0).T
 
 
 # Output maps of at most this many pixels take one GEMM over the batch (forward + backward,
