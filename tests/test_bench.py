@@ -9,6 +9,7 @@ import pytest
 
 from fcn_scratch import kernels
 from fcn_scratch.cli import main
+from fcn_scratch.commands import bench
 from fcn_scratch.kernels import cpu, numpy_baseline
 from fcn_scratch.ops import conv
 
@@ -53,3 +54,24 @@ def test_ops_run_on_the_kernels_that_using_names():
     np.testing.assert_allclose(
         dx, conv.conv2d_backward(np.ones_like(y), ctx_cpu)[0], rtol=1e-12, atol=1e-12
     )
+
+
+def test_ours_and_torch_take_turns_and_keep_their_best_median(monkeypatch):
+    """With --rounds 3 the two sides alternate three times per case; each keeps its fastest
+    median (the numpy column, timed once before, is not one of ours)."""
+    turns = []
+    ours = iter([9.0, 7.0, 4.0, 6.0])  # numpy's column, then ours in three rounds
+    monkeypatch.setattr(
+        bench, "median_seconds", lambda step, repeat: turns.append("ours") or next(ours)
+    )
+    theirs = iter([5.0, 3.0, 8.0])
+
+    class Child:
+        def seconds(self, case, repeat):
+            turns.append("torch")
+            return next(theirs)
+
+    case = next(c for c in bench.CASES if c.name.startswith("convT k16"))  # no reference column
+    row = bench.cpu_row(case, 1, 3, Child())
+    assert turns == ["ours"] + ["ours", "torch"] * 3
+    assert (row["numpy"], row["ours"], row["torch"]) == (9.0, 4.0, 3.0)
