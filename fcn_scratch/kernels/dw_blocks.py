@@ -10,9 +10,9 @@ feed 16 multiply-adds, and LLVM vectorises the walk, each sum becoming a vector 
 partial sums (``fastmath`` allows it to reorder the additions so; the order is fixed
 at compile time, so the result is the same on every run). For 8 images of 64x64 from 3
 channels that took 0.65-0.77x BLAS's time, into 16, 32 or 64 channels (a 500x375 photo into
-64: 0.65x); with 144 rows or more BLAS's tiling wins (``FEW_ROWS``), and on maps of 1024
-pixels or fewer, where BLAS's operands stay in the cache, the two are about even (0.95-1.12x;
-``MANY_PIXELS``).
+64: 0.65-0.72x); with 144 rows or more BLAS's tiling wins (``FEW_ROWS``), and on maps of
+1024 pixels or fewer, where BLAS's operands stay in the cache, BLAS is as fast or faster
+(0.95-1.56x; ``MANY_PIXELS``).
 
 The pixels go in chunks of ``CHUNK``, so that the rows' chunks stay in the cache while
 the blocks read each of them again (a dy row once for every 4 rows of col, a col row once
