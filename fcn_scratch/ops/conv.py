@@ -15,6 +15,10 @@ reference path, the GPU's path and every other case's:
   phase, without col2im's column matrix (4x the output for FCN's): see
   ``fcn_scratch.ops.subpixel``.
 
+And where im2col has few rows over many pixels (the first layer, from 3 channels, on
+64x64 images or larger), conv2d's dw is a Numba kernel instead of BLAS's GEMMs
+(``fcn_scratch.kernels.dw_blocks``, ``_weight_grad``).
+
 Where an op has several threads to itself on the CPU (a single op; a model with batch
 norm, trained in one lane), it cuts its batch into one slice per thread and runs the
 slices at once, each on one thread (``parallel.split_batch``): faster than
