@@ -31,9 +31,11 @@ statistics are taken over the whole batch) runs in one lane, with BLAS using eve
 There, and for a single op, the convolutions cut their own batch the same way
 (``split_batch``, used by ``fcn_scratch.ops.conv``): one slice per thread, each on one
 thread, the backward on the same slices (``run_parts``); a small op, one slice on the
-calling thread.
+calling thread. A Winograd convolution hands out its chunks of images to the threads as they
+come free (``each``), and adds their results in chunk order.
 """
 
+import contextlib
 import copy
 import os
 import threading
@@ -177,6 +179,33 @@ def run_parts(fn, parts: list) -> list:
     return _at_once(_op_pool(len(parts) - 1), lambda _, *part: one_thread(*part), parts)
 
 
+def each(fn, count: int) -> list:
+    """``[fn(i) for i in range(count)]``, as lanes (single-threaded BLAS, ``on_one_thread()``
+    true), the indices handed out in order to every thread as it comes free, results in
+    index order. Which thread computes an index depends on timing, so ``fn(i)`` must depend on
+    ``i`` alone and the caller must combine the results in index order; then the results do
+    not depend on the thread count either. A thread that finishes early takes the next index
+    instead of waiting for the others: where the two cores of a shared machine run at
+    different speeds from one moment to the next, static slices wait for the slower one.
+    Called inside a lane, or with one thread, it is a loop on this thread."""
+    if on_one_thread():
+        return [fn(i) for i in range(count)]
+    results = [None] * count
+    indices = iter(range(count))
+    lock = threading.Lock()
+
+    def take(_) -> None:
+        while True:
+            with lock:
+                i = next(indices, None)
+            if i is None:
+                return
+            results[i] = fn(i)
+
+    run_parts(take, [(None,)] * min(_threads, count))
+    return results
+
+
 def cut(arrays, count: int) -> list:
     """``arrays`` (first axis N) cut into ``count`` contiguous slices of near-equal size."""
     if count == 1:
@@ -200,6 +229,14 @@ def _at_once(pool: ThreadPoolExecutor, lane, calls: list) -> list:
 def one_thread_blas():
     """BLAS limited to one thread until the returned limiter is left (``with``) or restored."""
     return _blas().limit(limits=1)
+
+
+def quiet_blas():
+    """``one_thread_blas()`` unless BLAS is on one thread already (a lane; one thread): for a
+    small GEMM between the parts that ``each`` hands out. With several threads, BLAS's
+    threads keep spinning for about 0.1 s after a call, on the cores the parts need (a
+    Winograd convolution's chunks took up to 3x their time beside them)."""
+    return contextlib.nullcontext() if on_one_thread() else one_thread_blas()
 
 
 @cache

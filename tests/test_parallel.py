@@ -1,15 +1,19 @@
 """Lanes: a batch split across threads gives the batch's gradients, deterministically; so
 does an op that splits its batch (parallel.split_batch)."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
+import threadpoolctl
 
 from fcn_scratch import Tensor, kernels, parallel
 from fcn_scratch import functional as F
 from fcn_scratch import random as fcn_random
 from fcn_scratch.kernels import reference
 from fcn_scratch.models import build_model
-from fcn_scratch.ops import conv, subpixel
+from fcn_scratch.ops import conv, subpixel, winograd
 from fcn_scratch.train import TrainConfig, Trainer
 from fcn_scratch.train.evaluation import confusion, predict
 
@@ -177,7 +181,8 @@ def test_an_im2col_convolution_splits_its_batch_and_matches_the_reference(
 def test_a_small_op_runs_whole_as_one_lane_with_the_bits_of_one_thread(op, monkeypatch):
     """Below ``MIN_SPLIT_MACS`` multiply-adds (im2col's count, a quarter of it where
     Winograd applies) the op is one slice, computed on one thread as a lane (here by
-    Winograd and by phases): the bits of ``--threads 1``. From the threshold on it is cut."""
+    Winograd and by phases): the bits of ``--threads 1``. From the threshold on it is cut,
+    or, by Winograd, its chunks go to the threads."""
     rng = np.random.default_rng(5)
     if op == "conv2d":
         x, w = rng.standard_normal((4, 8, 8, 8)), rng.standard_normal((8, 8, 3, 3))
@@ -200,9 +205,37 @@ def test_a_small_op_runs_whole_as_one_lane_with_the_bits_of_one_thread(op, monke
             assert isinstance(ctx, conv.SplitCtx) and ctx.sizes == (4,)
     for one, two in zip(results[1], results[2]):
         assert one.tobytes() == two.tobytes()
-    for threshold, sizes in ((macs + 1, (4,)), (macs, (2, 2))):
-        monkeypatch.setattr(conv, "MIN_SPLIT_MACS", threshold)
-        assert forward(x, w, b, *args)[1].sizes == sizes
+    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", macs + 1)
+    assert forward(x, w, b, *args)[1].sizes == (4,)
+    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", macs)
+    ctx = forward(x, w, b, *args)[1]
+    if op == "conv2d":
+        assert isinstance(ctx, winograd.WinogradCtx)
+    else:
+        assert ctx.sizes == (2, 2)
+
+
+def test_each_hands_every_index_to_a_thread_once_as_lanes_results_in_order():
+    """Every index once, results in index order, each call as a lane (single-threaded BLAS,
+    ``on_one_thread()``), and the threads share the work; inside a lane, a plain loop."""
+    seen, lock = [], threading.Lock()
+
+    def fn(i):
+        time.sleep(0.005)  # long enough for every thread to take some
+        info = threadpoolctl.threadpool_info()
+        blas = {lib["num_threads"] for lib in info if lib["user_api"] == "blas"}
+        with lock:
+            seen.append((i, threading.get_ident(), parallel.on_one_thread(), blas))
+        return i * i
+
+    parallel.limit_threads(3)
+    assert parallel.each(fn, 9) == [i * i for i in range(9)]
+    assert sorted(i for i, *_ in seen) == list(range(9))
+    assert len({t for _, t, *_ in seen}) == 3
+    assert all(lane and blas == {1} for *_, lane, blas in seen)
+    seen.clear()
+    assert parallel.in_lane(lambda *_: parallel.each(fn, 4), 0)(0, None) == [0, 1, 4, 9]
+    assert len({t for _, t, *_ in seen}) == 1
 
 
 @pytest.mark.parametrize("need_dx, need_dw", [(True, True), (True, False), (False, True)])

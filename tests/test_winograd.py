@@ -76,6 +76,14 @@ def test_chunks_are_whole_images_of_at_least_chunk_tiles(monkeypatch):
     ]  # 100 tiles an image
 
 
+def test_chunks_for_several_threads_are_at_most_an_even_share_of_the_batch(monkeypatch):
+    monkeypatch.setattr(winograd, "CHUNK_TILES", 256)
+    parallel.limit_threads(2)
+    assert winograd.chunks(16, 16, 16) == [slice(0, 8), slice(8, 16)]  # 16 tiles an image
+    assert winograd.chunks(3, 64, 64) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert parallel.in_lane(lambda *_: winograd.chunks(16, 16, 16), 0)(0, None) == [slice(0, 16)]
+
+
 @pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize("need_dx, need_dw", [(True, True), (False, True), (True, False)])
 def test_several_chunks_match_im2col(rng, monkeypatch, keep, need_dx, need_dw):
@@ -145,13 +153,14 @@ def test_small_maps_take_one_gemm_over_the_batch(rng, size, one_gemm):
     assert ctx.col.shape == ((C * 9, 3 * size * size) if one_gemm else (3, C * 9, size * size))
 
 
-def test_with_every_thread_a_batch_splits_one_image_takes_im2col_a_lane_winograd(rng, monkeypatch):
-    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)  # so small an op is cut too
+def test_with_every_thread_a_batch_spreads_its_chunks_one_image_takes_im2col_a_lane_winograd(
+    rng, monkeypatch
+):
+    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)  # so small an op is spread too
     x, w, b, _ = _inputs(rng, (3, C, 8, 8), 2, np.float32)
     parallel.limit_threads(2)
     _, ctx = conv.conv2d_forward(x, w, b, 1, 1)
-    assert isinstance(ctx, conv.SplitCtx) and ctx.sizes == (2, 1)
-    assert all(isinstance(c, winograd.WinogradCtx) for c in ctx.parts)
+    assert isinstance(ctx, winograd.WinogradCtx)  # its chunks go to the threads
     _, ctx = conv.conv2d_forward(x[:1], w, b, 1, 1)
     assert isinstance(ctx, conv.ConvCtx)
     lanes = parallel.Lanes(Conv2d(C, 2, 3, padding=1), 2)
@@ -164,21 +173,30 @@ def test_with_every_thread_a_batch_splits_one_image_takes_im2col_a_lane_winograd
 
 @pytest.mark.parametrize("threads", [2, 3, 8])
 @pytest.mark.parametrize("need_dx, need_dw", [(True, True), (False, True), (True, False)])
-def test_a_batch_split_across_threads_matches_im2col(rng, threads, need_dx, need_dw, monkeypatch):
-    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)  # so small an op is cut too
+@pytest.mark.parametrize("keep", [True, False])
+def test_chunks_on_every_thread_give_the_bits_of_one_thread(
+    rng, threads, need_dx, need_dw, keep, monkeypatch
+):
+    """The chunks (here one image each) go to the threads as they come free; each image's
+    output and dx are its chunk's, and the chunks' dU are added in chunk order: the bits of
+    one thread, whichever thread took which chunk. Both with the input tiles kept for the
+    backward and with the split rows kept instead."""
+    monkeypatch.setattr(conv, "MIN_SPLIT_MACS", 0)  # so small an op is spread too
+    monkeypatch.setattr(winograd, "CHUNK_TILES", 1)
+    monkeypatch.setattr(winograd, "KEEP_TILES_BYTES", 2**30 if keep else 0)
+    x, w, b, dy = _inputs(rng, (5, C, 9, 10), 3, np.float32)
+    parallel.limit_threads(1)
+    ctx, one, ref = _both(x, w, b, dy, need_dx, need_dw)
+    assert (ctx.V is None) != keep and len(ctx.V if keep else ctx.xs) == 5
     parallel.limit_threads(threads)
-    x, w, b, dy = _inputs(rng, (5, C, 9, 10), 3, np.float64)
-    ctx, ours, ref = _both(x, w, b, dy, need_dx, need_dw)
-    assert isinstance(ctx, conv.SplitCtx) and sum(ctx.sizes) == 5
-    assert len(ctx.sizes) == min(threads, 5)
-    for name, a, r in zip(("y", "dx", "dw", "db"), ours, ref):
+    ctx, many, _ = _both(x, w, b, dy, need_dx, need_dw)
+    assert isinstance(ctx, winograd.WinogradCtx)
+    for name, a, o, r in zip(("y", "dx", "dw", "db"), many, one, ref):
         if r is None:
             assert a is None, name
             continue
-        assert np.abs(a - r).max() <= 1e-13 * np.abs(r).max(), name
-    again = _both(x, w, b, dy, need_dx, need_dw)[1]
-    for a, c in zip(ours, again):
-        assert (a is None and c is None) or np.array_equal(a, c)
+        assert a.tobytes() == o.tobytes(), name
+        assert np.abs(a - r).max() <= 3e-5 * np.abs(r).max(), name
 
 
 def test_gradcheck_float64(rng):

@@ -26,10 +26,14 @@ single-threaded kernels between multi-threaded GEMMs (with 2 threads, batch 16: 
 Winograd convolutions of ``fcn-scratch bench`` took 0.48-0.57x the time, the transposed
 ones 0.72-0.86x, the one from 3 channels by im2col 0.78-0.86x). The backward runs the same
 slices and adds their dw and db in slice order: the results depend on the thread count,
-never on the scheduling. A single image keeps the whole op, with a multi-threaded GEMM
-(Winograd on one of 2 threads took 1.8x its time from 64 channels at 250x250). An op of
-fewer than ``MIN_SPLIT_MACS`` multiply-adds runs whole, as one slice on the calling thread:
-handing a slice to another thread and waiting for it costs more than it saves there.
+never on the scheduling. A Winograd convolution hands out its chunks of images instead,
+each to the next thread that comes free (``parallel.each``; see ``winograd``): the two
+cores of a shared machine run at different speeds from one moment to the next, and a
+thread that waits at the end of its fixed slice for the other is a core left idle. A
+single image keeps the whole op, with a multi-threaded GEMM (Winograd on one of 2 threads
+took 1.8x its time from 64 channels at 250x250). An op of fewer than ``MIN_SPLIT_MACS``
+multiply-adds runs whole, as one slice on the calling thread: handing a slice to another
+thread and waiting for it costs more than it saves there.
 
 A 1x1 convolution with stride 1 and no padding has im2col(x) = x (one column per pixel):
 x is used as it is, and its col2im is a reshape.
@@ -129,14 +133,15 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1):
 def _conv2d(x, w, b, geometry, shape, y=None):
     """conv2d of x (checked) -> (y, ctx), y of ``shape`` (N, C_out, OH, OW), written into
     the given ``y`` if there is one (a slice's rows of the batch's output)."""
+    by_winograd = winograd.applies(x, w, *geometry[1:])
     if _splits(x):
-        macs = np.prod(shape) * w[0].size
-        if winograd.applies(x, w, *geometry[1:]):
-            macs //= winograd.SAVING
+        macs = np.prod(shape) * w[0].size // (winograd.SAVING if by_winograd else 1)
+        if by_winograd and macs >= MIN_SPLIT_MACS:
+            return winograd.conv3x3_forward(x, w, b, y)  # its chunks go to every thread
         return _split_forward(
             lambda xs, ys: _conv2d(xs, w, b, geometry, ys.shape, ys), x, shape, y, macs
         )
-    if winograd.applies(x, w, *geometry[1:]) and parallel.on_one_thread():
+    if by_winograd and parallel.on_one_thread():
         return winograd.conv3x3_forward(x, w, b, y)
     N, C_out, OH, OW = shape
     xp = array_module(x)

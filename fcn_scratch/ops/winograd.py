@@ -62,7 +62,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fcn_scratch import kernels
+from fcn_scratch import kernels, parallel
 from fcn_scratch.kernels.winograd import TERMS
 
 TILE = 4  # m: an output tile is m x m, read from an n x n input window
@@ -123,9 +123,10 @@ _TERMS = {
 
 class WinogradCtx(NamedTuple):
     """What the backward needs of the input: its tiles, chunk by chunk, where they were
-    kept (``KEEP_TILES_BYTES``), else its split rows xs (the other is None)."""
+    kept (``KEEP_TILES_BYTES``), else its split rows xs (the other is None); and the chunks."""
 
-    xs: object
+    parts: list  # the chunks: slices of the batch (``chunks``)
+    xs: object  # a tuple of split rows, one per chunk
     V: object  # a tuple of (n*n, tiles, C_in), one per chunk
     U: object  # the weight tiles, (n*n, C_in, C_out)
     w: object  # the weight, as given
@@ -254,70 +255,90 @@ def weight_grad(dU, shape):
 
 
 def chunks(N, H, W):
-    """Slices of whole images, each of at least ``CHUNK_TILES`` tiles but the last."""
+    """Slices of whole images, each of at least ``CHUNK_TILES`` tiles but the last, and,
+    where the chunks go to several threads, of at most an even share of the batch each."""
     step = max(1, -(-CHUNK_TILES // tile_count(1, H, W)))
+    if not parallel.on_one_thread():
+        step = min(step, -(-N // parallel.thread_count()))
     return [slice(n, min(n + step, N)) for n in range(0, N, step)]
 
 
 def conv3x3_forward(x, w, b, y=None):
     """x: (N, C_in, H, W), w: (C_out, C_in, 3, 3), b: (C_out,) or None ->
-    (y (N, C_out, H, W), ctx), written into ``y`` if given. Chunk by chunk of images:
-    transform, multiply, transform."""
+    (y (N, C_out, H, W), ctx), written into ``y`` if given. Chunk by chunk of images (on
+    every thread at once, ``parallel.each``): split into rows, transform, multiply,
+    transform, merge. Each image's output is its chunk's alone, whichever thread computes it."""
     k = kernels.winograd_for(x)
     bt, at = _TERMS[x.dtype]["BT"], _TERMS[x.dtype]["AT"]
     N, C_in, H, W = x.shape
     C_out = w.shape[0]
     parts = chunks(N, H, W)
-    T = tile_count(parts[0].stop, H, W)  # the largest chunk's tiles
-    U = weight_tiles(w)
+    with parallel.quiet_blas():
+        U = weight_tiles(w)
     keep = WINDOW * WINDOW * tile_count(N, H, W) * C_in * x.itemsize <= KEEP_TILES_BYTES
-    V, M = tile_rows(T, C_in, x.dtype), tile_rows(T, C_out, x.dtype)
-    xs = split_rows(k, x, 1)
-    ys = split_array(N, C_out, H, W, 0, x.dtype)
-    kept = []
-    for part in parts:
-        t = tile_count(part.stop - part.start, H, W)
-        if kept:  # the previous chunk's tiles stay as they are
-            V = tile_rows(T, C_in, x.dtype)
-        k.input_tiles(xs[part], C_in, *bt, V)
-        np.matmul(as_tiles(V, t, C_in), U, out=as_tiles(M, t, C_out))
-        k.output_tiles(M, C_out, *at, ys[part])
-        if keep or len(parts) == 1:
-            kept.append(as_tiles(V, t, C_in))
     y = np.empty((N, C_out, H, W), dtype=x.dtype) if y is None else y
-    merge_rows(k, ys, y, 0, b)
-    if kept:
-        return y, WinogradCtx(None, tuple(kept), U, w, b is not None)
-    return y, WinogradCtx(xs, None, U, w, b is not None)
+
+    def chunk(i):
+        """The chunk's output, into y; returns what its backward needs: its tiles or rows."""
+        n = parts[i].stop - parts[i].start
+        t = tile_count(n, H, W)
+        xs = split_rows(k, x[parts[i]], 1)
+        V, M = tile_rows(t, C_in, x.dtype), tile_rows(t, C_out, x.dtype)
+        k.input_tiles(xs, C_in, *bt, V)
+        np.matmul(as_tiles(V, t, C_in), U, out=as_tiles(M, t, C_out))
+        ys = split_array(n, C_out, H, W, 0, x.dtype)
+        k.output_tiles(M, C_out, *at, ys)
+        merge_rows(k, ys, y[parts[i]], 0, b)
+        return as_tiles(V, t, C_in) if keep or len(parts) == 1 else xs
+
+    kept = tuple(parallel.each(chunk, len(parts)))
+    if keep or len(parts) == 1:
+        return y, WinogradCtx(parts, None, kept, U, w, b is not None)
+    return y, WinogradCtx(parts, kept, None, U, w, b is not None)
 
 
 def conv3x3_backward(dy, ctx, need_dx=True, need_dw=True):
     """dy: (N, C_out, H, W) -> (dx, dw, db) as ``conv.conv2d_backward``. Chunk by chunk as
-    the forward, with the input tiles it kept, or transformed again from the split rows."""
+    the forward, with the input tiles it kept, or transformed again from the split rows it
+    kept; the chunks' dU are added in chunk order, so dw does not depend on which thread
+    took which chunk."""
     k = kernels.winograd_for(dy)
     mats = _TERMS[dy.dtype]
     N, C_out, H, W = dy.shape
     C_in = ctx.w.shape[1]
-    parts = chunks(N, H, W)
-    T = tile_count(parts[0].stop, H, W)
-    dys = split_rows(k, dy, 0)
-    dM = tile_rows(T, C_out, dy.dtype)
-    V = tile_rows(T, C_in, dy.dtype) if need_dw and ctx.V is None else None
-    dU = np.zeros((WINDOW * WINDOW, C_in, C_out), dtype=dy.dtype) if need_dw else None
-    dV = tile_rows(T, C_in, dy.dtype) if need_dx else None
-    dxs = split_array(N, C_in, H, W, 1, dy.dtype) if need_dx else None
-    for i, part in enumerate(parts):
-        t = tile_count(part.stop - part.start, H, W)
-        k.output_grad_tiles(dys[part], C_out, *mats["A"], dM)
+    parts = ctx.parts
+    dx = np.empty((N, C_in, H, W), dtype=dy.dtype) if need_dx else None
+
+    def chunk(i):
+        """The chunk's dx, into dx; returns its dU (or None)."""
+        n = parts[i].stop - parts[i].start
+        t = tile_count(n, H, W)
+        dM = tile_rows(t, C_out, dy.dtype)
+        k.output_grad_tiles(split_rows(k, dy[parts[i]], 0), C_out, *mats["A"], dM)
+        dU = None
         if need_dw:
             if ctx.V is None:  # transformed again
-                k.input_tiles(ctx.xs[part], C_in, *mats["BT"], V)
-            Vt = as_tiles(V, t, C_in) if ctx.V is None else ctx.V[i]
-            dU += Vt.transpose(0, 2, 1) @ as_tiles(dM, t, C_out)
+                V = tile_rows(t, C_in, dy.dtype)
+                k.input_tiles(ctx.xs[i], C_in, *mats["BT"], V)
+                Vt = as_tiles(V, t, C_in)
+            else:
+                Vt = ctx.V[i]
+            dU = Vt.transpose(0, 2, 1) @ as_tiles(dM, t, C_out)
         if need_dx:
+            dV = tile_rows(t, C_in, dy.dtype)
             np.matmul(as_tiles(dM, t, C_out), ctx.U.transpose(0, 2, 1), out=as_tiles(dV, t, C_in))
-            k.input_grad_tiles(dV, C_in, *mats["B"], dxs[part])
-    dw = weight_grad(dU, ctx.w.shape) if need_dw else None
-    dx = merge_rows(k, dxs, np.empty((N, C_in, H, W), dtype=dy.dtype), 1) if need_dx else None
+            dxs = split_array(n, C_in, H, W, 1, dy.dtype)
+            k.input_grad_tiles(dV, C_in, *mats["B"], dxs)
+            merge_rows(k, dxs, dx[parts[i]], 1)
+        return dU
+
+    dUs = parallel.each(chunk, len(parts))
+    dw = None
+    if need_dw:
+        dU = np.zeros((WINDOW * WINDOW, C_in, C_out), dtype=dy.dtype)
+        for part in dUs:
+            dU += part
+        with parallel.quiet_blas():
+            dw = weight_grad(dU, ctx.w.shape)
     db = dy.sum(axis=(0, 2, 3)) if ctx.has_bias else None
     return dx, dw, db
