@@ -185,9 +185,9 @@ def each(fn, count: int) -> list:
     index order. Which thread computes an index depends on timing, so ``fn(i)`` must depend on
     ``i`` alone and the caller must combine the results in index order; then the results do
     not depend on the thread count either. A thread that finishes early takes the next index
-    instead of waiting for the others: where the two cores of a shared machine run at
-    different speeds from one moment to the next, static slices wait for the slower one.
-    Called inside a lane, or with one thread, it is a loop on this thread."""
+    instead of waiting for the others, as it would at the end of a fixed slice (of the two
+    slices of a Winograd convolution, one took 1.3x the other's time in every step of a
+    timing). Called inside a lane, or with one thread, it is a loop on this thread."""
     if on_one_thread():
         return [fn(i) for i in range(count)]
     results = [None] * count

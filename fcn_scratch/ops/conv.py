@@ -27,9 +27,9 @@ Winograd convolutions of ``fcn-scratch bench`` took 0.48-0.57x the time, the tra
 ones 0.72-0.86x, the one from 3 channels by im2col 0.78-0.86x). The backward runs the same
 slices and adds their dw and db in slice order: the results depend on the thread count,
 never on the scheduling. A Winograd convolution hands out its chunks of images instead,
-each to the next thread that comes free (``parallel.each``; see ``winograd``): the two
-cores of a shared machine run at different speeds from one moment to the next, and a
-thread that waits at the end of its fixed slice for the other is a core left idle. A
+each to the next thread that comes free (``parallel.each``; see ``winograd``): with fixed
+slices one could take longer than the other (1.3x, in every step of a timing of the
+32-channel layer of ``fcn-scratch bench``), and the thread done first waited idle. A
 single image keeps the whole op, with a multi-threaded GEMM (Winograd on one of 2 threads
 took 1.8x its time from 64 channels at 250x250). An op of fewer than ``MIN_SPLIT_MACS``
 multiply-adds runs whole, as one slice on the calling thread: handing a slice to another
