@@ -194,7 +194,7 @@ def each(fn, count: int) -> list:
     indices = iter(range(count))
     lock = threading.Lock()
 
-    def take(_) -> None:
+    def take() -> None:
         while True:
             with lock:
                 i = next(indices, None)
@@ -202,7 +202,7 @@ def each(fn, count: int) -> list:
                 return
             results[i] = fn(i)
 
-    run_parts(take, [(None,)] * min(_threads, count))
+    run_parts(take, [()] * min(_threads, count))
     return results
 
 

@@ -275,7 +275,8 @@ def conv3x3_forward(x, w, b, y=None):
     parts = chunks(N, H, W)
     with parallel.quiet_blas():
         U = weight_tiles(w)
-    keep = WINDOW * WINDOW * tile_count(N, H, W) * C_in * x.itemsize <= KEEP_TILES_BYTES
+    small = WINDOW * WINDOW * tile_count(N, H, W) * C_in * x.itemsize <= KEEP_TILES_BYTES
+    keep = small or len(parts) == 1  # the input tiles, else the split rows
     y = np.empty((N, C_out, H, W), dtype=x.dtype) if y is None else y
 
     def chunk(i):
@@ -289,10 +290,10 @@ def conv3x3_forward(x, w, b, y=None):
         ys = split_array(n, C_out, H, W, 0, x.dtype)
         k.output_tiles(M, C_out, *at, ys)
         merge_rows(k, ys, y[parts[i]], 0, b)
-        return as_tiles(V, t, C_in) if keep or len(parts) == 1 else xs
+        return as_tiles(V, t, C_in) if keep else xs
 
     kept = tuple(parallel.each(chunk, len(parts)))
-    if keep or len(parts) == 1:
+    if keep:
         return y, WinogradCtx(parts, None, kept, U, w, b is not None)
     return y, WinogradCtx(parts, kept, None, U, w, b is not None)
 
