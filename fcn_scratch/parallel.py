@@ -247,7 +247,10 @@ def _op_pool(size: int) -> ThreadPoolExecutor:
 
 @cache
 def _blas() -> threadpoolctl.ThreadpoolController:
-    """The BLAS libraries loaded in this process (found once: the search reads /proc)."""
+    """The BLAS libraries loaded when this is first called: numpy's, which the package's GEMMs
+    use, among them (numpy loads its BLAS when it is imported). Found once, since the search
+    reads /proc; a BLAS loaded later (SciPy's, which Numba loads where SciPy is installed) is
+    not limited, and the package does not call it."""
     return threadpoolctl.ThreadpoolController().select(user_api="blas")
 
 

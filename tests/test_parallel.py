@@ -1,6 +1,8 @@
 """Lanes: a batch split across threads gives the batch's gradients, deterministically; so
 does an op that splits its batch (parallel.split_batch)."""
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -215,15 +217,30 @@ def test_a_small_op_runs_whole_as_one_lane_with_the_bits_of_one_thread(op, monke
         assert ctx.sizes == (2, 2)
 
 
+def numpy_blas() -> set[str]:
+    """The files of the BLAS libraries that numpy loads, found in a process that imports
+    numpy alone. (Other libraries may bring their own BLAS: SciPy's, which Numba loads where
+    SciPy is installed. The package does not call those, nor limit them.)"""
+    code = (
+        "import numpy, threadpoolctl\n"
+        "for lib in threadpoolctl.threadpool_info():\n"
+        "    if lib['user_api'] == 'blas': print(lib['filepath'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
 def test_each_hands_every_index_to_a_thread_once_as_lanes_results_in_order():
-    """Every index once, results in index order, each call as a lane (single-threaded BLAS,
-    ``on_one_thread()``), and the threads share the work; inside a lane, a plain loop."""
+    """Every index once, results in index order, each call as a lane (numpy's BLAS on one
+    thread, ``on_one_thread()``), and the threads share the work; inside a lane, a plain loop."""
     seen, lock = [], threading.Lock()
+    numpys = numpy_blas()
+    assert numpys
 
     def fn(i):
         time.sleep(0.005)  # long enough for every thread to take some
         info = threadpoolctl.threadpool_info()
-        blas = {lib["num_threads"] for lib in info if lib["user_api"] == "blas"}
+        blas = {lib["num_threads"] for lib in info if lib["filepath"] in numpys}
         with lock:
             seen.append((i, threading.get_ident(), parallel.on_one_thread(), blas))
         return i * i
