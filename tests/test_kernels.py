@@ -67,6 +67,39 @@ def test_im2col_same_size_fast_path_matches_reference(kernel, padding, shape, dt
     np.testing.assert_array_equal(cpu.im2col(x, *args), ref.im2col(x, *args))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "k, s, p, d, size, table",
+    [
+        ((3, 3), (1, 1), (1, 1), (1, 1), (8, 8), True),  # 64 output pixels: the table
+        ((3, 3), (1, 1), (1, 1), (1, 1), (5, 13), False),  # 65: the row loops
+        ((3, 3), (1, 1), (1, 1), (1, 1), (2, 2), True),  # a map smaller than the kernel
+        ((3, 2), (2, 1), (0, 2), (2, 1), (9, 7), True),  # 3 x 10 outputs
+        ((4, 4), (2, 2), (1, 1), (1, 1), (16, 15), True),  # 8 x 7 outputs, windows overlap
+    ],
+    ids=str,
+)
+def test_small_maps_go_through_the_tap_table_with_the_reference_bits(
+    monkeypatch, k, s, p, d, size, table, dtype
+):
+    """Output maps of at most TABLE_PIXELS pixels take ``_im2col_taps`` / ``_col2im_taps``:
+    the reference's columns (with and without the row of ones) and its sums, bit for bit."""
+    calls = []
+    for name in ("_im2col_taps", "_col2im_taps"):
+        kernel = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *a, k=kernel, n=name: calls.append(n) or k(*a))
+    out = conv_out_size("test", size, k, s, p, d)
+    x = randn((2, 3, *size), dtype)
+    col = cpu.im2col(x, k, s, p, d, out)
+    assert col.tobytes() == ref.im2col(x, k, s, p, d, out).tobytes()
+    ones = cpu.im2col(x, k, s, p, d, out, ones_row=True)
+    assert ones[:, :-1].tobytes() == col.tobytes() and (ones[:, -1] == 1).all()
+    dcol = randn(col.shape, dtype, seed=4)
+    summed = cpu.col2im(dcol, size, k, s, p, d, out)
+    assert summed.tobytes() == ref.col2im(dcol, size, k, s, p, d, out).tobytes()
+    assert calls == (["_im2col_taps"] * 2 + ["_col2im_taps"] if table else [])
+
+
 @pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
 def test_im2col_col2im_adjoint(k, s, p, d, shape, out):
     """<im2col(x), y> = <x, col2im(y)> in float64."""
@@ -261,6 +294,8 @@ JITTED = [
     "_im2col",
     "_im2col_same",
     "_col2im",
+    "_im2col_taps",
+    "_col2im_taps",
     "_maxpool2d_forward",
     "_maxpool2x2_forward",
     "_scatter_add",
@@ -274,9 +309,12 @@ import numpy as np
 from fcn_scratch.kernels import cpu
 names = json.loads(sys.argv[1])
 compiled_at_import = {n: len(getattr(cpu, n).signatures) for n in names}
+big = np.arange(200, dtype=np.float32).reshape(1, 2, 10, 10)  # maps above TABLE_PIXELS
+col = cpu.im2col(big, (2, 2), (1, 1), (0, 0), (1, 1), (9, 9))
+cpu.im2col(big, (3, 3), (1, 1), (1, 1), (1, 1), (10, 10))
+cpu.col2im(col, (10, 10), (2, 2), (1, 1), (0, 0), (1, 1), (9, 9))
 x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
 col = cpu.im2col(x, (2, 2), (1, 1), (0, 0), (1, 1), (3, 3))
-cpu.im2col(x, (3, 3), (1, 1), (1, 1), (1, 1), (4, 4))
 cpu.col2im(col, (4, 4), (2, 2), (1, 1), (0, 0), (1, 1), (3, 3))
 y, idx = cpu.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), (2, 2))
 cpu.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1), (1, 1), (2, 2))
