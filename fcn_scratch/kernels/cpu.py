@@ -19,7 +19,7 @@ dtype and caches the machine code on disk (``cache=True``), so later processes l
 instead of compiling again.
 """
 
-from functools import cache
+from functools import lru_cache
 
 import numpy as np
 from numba import njit, uint64
@@ -146,7 +146,7 @@ def _im2col_same(x, KH, KW, PH, PW, col):
 TABLE_PIXELS = 64
 
 
-@cache
+@lru_cache(maxsize=256)  # geometries; a table of a 7x7 kernel over 64 outputs is 25 KB
 def _taps(in_size, kernel_size, stride, padding, dilation, out_size) -> np.ndarray:
     """(KH*KW*OH*OW,) int64, read-only: at (i*KW + j)*OH*OW + oy*OW + ox, the index h*W + w
     into the plane that tap (i, j) of output (oy, ox) reads, or -1 where it reads padding."""
