@@ -41,9 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 # ---- im2col / col2im ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("table_pixels", [0, 2**62], ids=["rows", "table"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k, s, p, d, shape, out", CONV)
-def test_im2col_col2im_match_reference(k, s, p, d, shape, out, dtype):
+def test_im2col_col2im_match_reference(monkeypatch, k, s, p, d, shape, out, dtype, table_pixels):
+    """Both ways on every window: by rows (the loops that large maps take) and through the
+    tap table (what maps of at most TABLE_PIXELS outputs take)."""
+    monkeypatch.setattr(cpu, "TABLE_PIXELS", table_pixels)
     check_im2col_col2im(cpu, (k, s, p, d, shape, out, dtype))
 
 
@@ -59,9 +63,11 @@ def test_im2col_col2im_match_reference(k, s, p, d, shape, out, dtype):
     ],
     ids=str,
 )
-def test_im2col_same_size_fast_path_matches_reference(kernel, padding, shape, dtype):
-    """Stride 1 with the output the input's size (shifted-plane copies) takes its own loop;
-    planes smaller than the kernel included."""
+def test_im2col_same_size_fast_path_matches_reference(monkeypatch, kernel, padding, shape, dtype):
+    """Stride 1 with the output the input's size (shifted-plane copies) takes its own loop
+    (here with the tap table switched off: these maps are small enough for it); planes
+    smaller than the kernel included."""
+    monkeypatch.setattr(cpu, "TABLE_PIXELS", 0)
     x = randn(shape, dtype)
     args = (kernel, (1, 1), padding, (1, 1), shape[2:])
     np.testing.assert_array_equal(cpu.im2col(x, *args), ref.im2col(x, *args))

@@ -113,7 +113,8 @@ def _im2col_same(x, KH, KW, PH, PW, col):
     Tap (i, j) sees the plane shifted by (i - PH, j - PW), so its row of col is one
     contiguous copy of the plane, ``out[t] = plane[t + shift]``, after which the rows the
     shift brings in from outside and the columns that wrap around from the next row are
-    set to 0. Small planes (4x4, 8x8) pay one copy instead of one per output row.
+    set to 0. A plane pays one copy instead of one per output row (planes of at most
+    ``TABLE_PIXELS`` take the tap table instead, ``_im2col_taps``).
     """
     N, C, H, W = x.shape
     size = H * W
