@@ -34,19 +34,19 @@ def median_ms(fn, repeat: int) -> float:
     return 1e3 * float(np.median(times))
 
 
-def both_ways(fn, repeat: int) -> tuple[float, float]:
-    """fn's time by rows and through the table whatever the map's size, in three turns
-    each: the best medians."""
+def in_turns(fn, settings: tuple, turns: int, repeat: int) -> dict:
+    """fn's median ms with ``cpu.TABLE_PIXELS`` at each of ``settings``, ``turns`` times
+    each, the order alternating from turn to turn: {setting: array of medians}."""
     table = cpu.TABLE_PIXELS
-    best = {0: np.inf, 2**62: np.inf}
+    medians = {pixels: [] for pixels in settings}
     try:
-        for _ in range(3):
-            for pixels in best:
+        for turn in range(turns):
+            for pixels in settings[:: -1 if turn % 2 else 1]:
                 cpu.TABLE_PIXELS = pixels
-                best[pixels] = min(best[pixels], median_ms(fn, repeat))
+                medians[pixels].append(median_ms(fn, repeat))
     finally:
         cpu.TABLE_PIXELS = table
-    return tuple(best.values())
+    return {pixels: np.array(m) for pixels, m in medians.items()}
 
 
 def kernels() -> None:
@@ -59,12 +59,15 @@ def kernels() -> None:
 
 
 def kernel_times(rng, channels: int, side: int) -> tuple:
-    """(im2col rows, im2col table, col2im rows, col2im table), ms, batch 8."""
+    """(im2col rows, im2col table, col2im rows, col2im table), ms, batch 8: the best
+    medians of three turns, by rows and through the table whatever the map's size."""
     x = rng.standard_normal((8, channels, side, side), dtype=np.float32)
     col = cpu.im2col(x, *GEOMETRY, (side, side))
-    unfold = both_ways(lambda: cpu.im2col(x, *GEOMETRY, (side, side)), 200)
-    fold = both_ways(lambda: cpu.col2im(col, (side, side), *GEOMETRY, (side, side)), 200)
-    return (*unfold, *fold)
+    unfold = in_turns(lambda: cpu.im2col(x, *GEOMETRY, (side, side)), (0, 2**62), 3, 200)
+    fold = in_turns(
+        lambda: cpu.col2im(col, (side, side), *GEOMETRY, (side, side)), (0, 2**62), 3, 200
+    )
+    return tuple(times.min() for times in (*unfold.values(), *fold.values()))
 
 
 def steps() -> None:
@@ -78,7 +81,6 @@ def steps() -> None:
 
 def step_turns(batch: int) -> tuple:
     """The step's median ms in 12 turns of 8 steps each way: (rows, table), arrays."""
-    table = cpu.TABLE_PIXELS
     trainer = Trainer(
         TrainConfig(out=None, batch_size=batch, train_size=batch, val_size=1), progress=False
     )
@@ -90,15 +92,8 @@ def step_turns(batch: int) -> tuple:
 
     for _ in range(5):
         step()
-    turns = {0: [], table: []}
-    try:
-        for turn in range(12):
-            for pixels in (0, table) if turn % 2 else (table, 0):
-                cpu.TABLE_PIXELS = pixels
-                turns[pixels].append(median_ms(step, 8))
-    finally:
-        cpu.TABLE_PIXELS = table
-    return np.array(turns[0]), np.array(turns[table])
+    turns = in_turns(step, (0, cpu.TABLE_PIXELS), 12, 8)
+    return turns[0], turns[cpu.TABLE_PIXELS]
 
 
 def main() -> None:

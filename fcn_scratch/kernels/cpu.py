@@ -142,8 +142,8 @@ def _im2col_same(x, KH, KW, PH, PW, col):
 # each column entry reads (``_taps``): one gather or scatter per tap, where the loops above
 # work out the bounds of every output row and pay more for that than for the copies on
 # small maps (``python benchmarks/bench_taps.py``: one thread, batch 8, 3x3 with padding 1,
-# im2col / col2im through the table in 0.32-0.40x the time on 2x2 maps, 0.38-0.48x on 4x4,
-# 0.79-0.84x on 8x8, but 1.5-1.8x on 16x16 and 2.5x on 32x32).
+# two runs: im2col / col2im through the table in 0.32-0.63x the time on 2x2 maps, 0.38-0.54x
+# on 4x4, 0.79-0.84x on 8x8, but 1.5-1.8x on 16x16 and 1.9-2.6x on 32x32).
 TABLE_PIXELS = 64
 
 
