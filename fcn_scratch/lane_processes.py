@@ -25,6 +25,9 @@ child forked from it, on the child's copy of the model:
 
 A lane computes the same kernels on the same slice with the same dropout generator as a
 thread lane would, so the results are bit for bit those of ``Lanes`` with as many lanes.
+The same holds where a run computes every lane in turn in the parent instead, on the model
+itself, which is faster beside a busy program that leaves the lanes one core to share:
+which way a run takes is measured, run by run (``fcn_scratch.lane_placement``).
 A child ignores Ctrl-C (the parent decides what an interrupt means) and ends when the
 parent closes its pipe or exits; a child that dies is reported by the next ``run`` as a
 ``LaneProcessError`` that names the lane, its process and its exit code.
@@ -35,6 +38,7 @@ import multiprocessing
 import pickle
 import signal
 import sys
+import time
 import traceback
 import weakref
 
@@ -42,6 +46,7 @@ import numpy as np
 
 from fcn_scratch import parallel
 from fcn_scratch.autograd import is_grad_enabled, set_grad_enabled
+from fcn_scratch.lane_placement import HERE, Placement
 from fcn_scratch.memory import keep_freed_memory
 
 
@@ -66,9 +71,11 @@ def training_lanes(model, device: str):
 
 class ProcessLanes:
     """Runs a function of (model, slice of a batch) in ``count`` lanes: lane 0 in this
-    process, the others in forked processes (started by ``start`` or the first ``run``)."""
+    process, the others in forked processes (started by ``start`` or the first ``run``), or
+    all in this process, one after the other, where ``placement`` says so (default: a
+    ``Placement()`` that measures which is faster)."""
 
-    def __init__(self, model, count: int):
+    def __init__(self, model, count: int, placement: Placement | None = None):
         if count < 1:
             raise ValueError(f"ProcessLanes: count must be >= 1, got {count}")
         self.model = model
@@ -80,6 +87,7 @@ class ProcessLanes:
         self._shared: _Block | None = None  # the model's arrays, as the children see them
         self._used = 1
         self._stop = None
+        self.placement = placement or Placement()
 
     @property
     def pids(self) -> list[int]:
@@ -119,7 +127,9 @@ class ProcessLanes:
         self._workers, self._shared, self._stop = [], None, None
 
     def run(self, fn, *arrays) -> list:
-        """``[fn(model_i, *slices_i) for each lane i]``, computed at once, in lane order.
+        """``[fn(model_i, *slices_i) for each lane i]``, in lane order: computed at once, or
+        in turn in this process, as ``placement`` chooses for runs of this kind (the name of
+        the function ``fn`` calls and N), which is told how long the run took.
 
         arrays: batches (first axis N) cut into ``min(count, N)`` contiguous slices of
         near-equal size, as ``Lanes.run`` cuts them. The lanes see the model's current
@@ -144,16 +154,45 @@ class ProcessLanes:
                 "ProcessLanes.run: fn and its arrays must pickle to reach a lane's process "
                 f"(a module-level function or a partial of one); got {fn!r}: {err}"
             ) from err
-        workers, sent = self._workers[: used - 1], []
+        workers, kind = self._workers[: used - 1], (_name(fn), len(arrays[0]))
+        way, start = self.placement.choose(kind), time.perf_counter()
+        if way == HERE:
+            results = self._run_here(parallel.in_lane(fn, seed), parts, workers)
+        else:
+            results = self._run_spread(parallel.in_lane(fn, seed), parts, workers, requests)
+        self.placement.record(kind, way, time.perf_counter() - start)
+        return results
+
+    def _run_spread(self, lane, parts: list, workers: list, requests: list) -> list:
+        """Lane 0 here, lanes 1.. in their processes, side by side."""
+        sent = []
         try:
             for worker, request in zip(workers, requests):
                 worker.send(request)
                 sent.append(worker)
             with parallel.one_thread_blas():
-                first = parallel.in_lane(fn, seed)(0, self.model, *parts[0])
+                first = lane(0, self.model, *parts[0])
         finally:
             replies = self._collect(sent)
         return [first, *(worker.result(reply) for worker, reply in zip(workers, replies))]
+
+    def _run_here(self, lane, parts: list, workers: list) -> list:
+        """Every lane here, one after the other, on the model itself; lane i's gradients go
+        to its process's block, as the process would have put them, for ``reduce_grads``."""
+        with parallel.one_thread_blas():
+            results = [lane(0, self.model, *parts[0])]
+            own = [p.grad for p in self._params]  # lane 0's, set aside meanwhile
+            try:
+                for worker, part in zip(workers, parts[1:]):
+                    for p in self._params:
+                        p.grad = None
+                    results.append(lane(worker.lane, self.model, *part))
+                    views = worker.grads.views
+                    worker.has_grad = [_put(p.grad, g) for p, g in zip(self._params, views)]
+            finally:
+                for p, grad in zip(self._params, own):
+                    p.grad = grad
+        return results
 
     def reduce_grads(self) -> None:
         """Add the gradients of the lanes used by the last ``run`` to the model's. The sums
@@ -393,6 +432,12 @@ def _put(grad, slot: np.ndarray) -> bool:
         )
     np.copyto(slot, grad)
     return True
+
+
+def _name(fn) -> str:
+    """The name of the function ``fn`` calls (through a partial): part of a run's kind."""
+    inner = getattr(fn, "func", fn)
+    return getattr(inner, "__qualname__", type(inner).__qualname__)
 
 
 def _pickled(err: Exception) -> bytes:

@@ -10,6 +10,7 @@ import pytest
 from fcn_scratch import lane_processes, optim, parallel
 from fcn_scratch import random as fcn_random
 from fcn_scratch.autograd import is_grad_enabled, no_grad
+from fcn_scratch.lane_placement import HERE, SPREAD, Placement
 from fcn_scratch.lane_processes import LaneProcessError, ProcessLanes, training_lanes
 from fcn_scratch.models import build_model
 from fcn_scratch.train import TrainConfig, Trainer
@@ -39,15 +40,17 @@ def step(lanes, x, y) -> tuple[list, dict]:
     return losses, {n: p.grad.copy() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("way", [SPREAD, HERE])
 @pytest.mark.parametrize("count", [2, 3])
-def test_process_lanes_give_the_bits_of_thread_lanes(count):
+def test_process_lanes_give_the_bits_of_thread_lanes(count, way):
     """Dropout on, so each lane's own generator is exercised; the parameters change
-    between the two steps, so the children must see the new ones."""
+    between the two steps, so the children must see the new ones. The lanes computed in
+    their processes (SPREAD) or in turn in this one (HERE): the same bits."""
     x, y = batch()
     results = []
-    for kind in (parallel.Lanes, ProcessLanes):
+    for make in (parallel.Lanes, partial(ProcessLanes, placement=Placement(way))):
         model = build_model("fcn8s", 4, rng=0, dropout=0.5, **SMALL)
-        lanes = kind(model, count)
+        lanes = make(model, count)
         fcn_random.manual_seed(7)
         first = step(lanes, x, y)
         for p in model.parameters():
@@ -113,9 +116,10 @@ def report(model, x):
     return len(x), model.training, next(iter(model.parameters())).requires_grad, is_grad_enabled()
 
 
-def test_modes_flags_and_uneven_slices_reach_the_children():
+@pytest.mark.parametrize("way", [SPREAD, HERE])
+def test_modes_flags_and_uneven_slices_reach_the_children(way):
     model = build_model("fcn32s", 3, rng=0, **SMALL)
-    lanes = ProcessLanes(model, 3)
+    lanes = ProcessLanes(model, 3, Placement(way))
     x, _ = batch(n=7)
     model.eval()
     next(iter(model.parameters())).requires_grad = False
@@ -169,6 +173,64 @@ def test_an_error_in_a_child_is_raised_with_its_type_and_the_lanes_go_on():
     assert "fail_in_lane_1" in str(info.value.__cause__)  # the child's traceback
     assert lanes.run(fail_in_lane_1, x[:4]) == [2, 2]
     lanes.close()
+
+
+def test_an_error_in_a_lane_computed_here_is_raised_and_lane_0s_gradients_stay():
+    """As when lane 1 fails in its process: the error comes, the model keeps lane 0's."""
+    x, y = batch(n=5, classes=3)
+    kept = []
+    for way in (SPREAD, HERE):
+        model = build_model("fcn32s", 3, rng=0, **SMALL)
+        lanes = ProcessLanes(model, 2, Placement(way))
+        with pytest.raises(ValueError, match="lane 1 refuses this slice"):
+            lanes.run(fail_after_backward_in_lane_1, x, y)
+        lanes.close()
+        kept.append(
+            {n: p.grad.tobytes() for n, p in model.named_parameters() if p.grad is not None}
+        )
+    assert kept[0] and kept[0] == kept[1]
+
+
+def fail_after_backward_in_lane_1(model, x, y):
+    """A lane step that fails in lane 1 (3 of 5 images) after its backward."""
+    lane_loss(model, x, y, scale=1e-3, weight=None, device="cpu")
+    return fail_in_lane_1(model, x)
+
+
+class Recorded(Placement):
+    """A placement that notes the kinds asked about and the ways recorded."""
+
+    def __init__(self, fixed):
+        super().__init__(fixed)
+        self.asked, self.recorded = [], []
+
+    def choose(self, kind):
+        self.asked.append(kind)
+        return super().choose(kind)
+
+    def record(self, kind, way, seconds):
+        self.recorded.append((kind, way, seconds > 0))
+        super().record(kind, way, seconds)
+
+
+@pytest.mark.parametrize("way", [SPREAD, HERE])
+def test_each_run_asks_its_placement_and_reports_its_time(way):
+    """A run's kind: the name of the function (through a partial) and the batch's size."""
+    placement = Recorded(way)
+    lanes = ProcessLanes(build_model("fcn32s", 3, rng=0, **SMALL), 2, placement)
+    x, y = batch(n=5, classes=3)
+    lanes.run(partial(lane_loss, scale=1e-3, weight=None, device="cpu"), x, y)
+    lanes.run(report, x[:4])
+    lanes.run(report, x[:1])  # one lane: no placement to choose
+    lanes.close()
+    assert placement.asked == [("lane_loss", 5), ("report", 4)]
+    assert placement.recorded == [(("lane_loss", 5), way, True), (("report", 4), way, True)]
+
+
+def test_training_lanes_measure_where_to_compute():
+    parallel.limit_threads(2)
+    lanes = training_lanes(build_model("fcn8s", 3, rng=0, **SMALL), "cpu")
+    assert isinstance(lanes, ProcessLanes) and lanes.placement.fixed is None
 
 
 def test_a_function_that_does_not_pickle_is_named():
