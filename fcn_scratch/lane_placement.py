@@ -8,8 +8,8 @@
 ``ProcessLanes`` runs lane 0 in the calling process and lanes 1.. in processes of their own,
 which compute side by side when each has a core. Beside a program that keeps a core busy
 they do not: on two cores, Linux leaves the busy program a core of its own and puts both our
-lanes on the other, where they take turns (measured: the neighbour ran on 0.91-0.94 of a
-core, our two lanes together on 1.00-1.02, and a default step took 1.3-2.0x the time of the
+lanes on the other, where they take turns (measured: the neighbour ran on 0.88-0.94 of a
+core, our two lanes together on 1.00-1.03, and a default step took 1.0-1.4x the time of the
 same lanes computed one after the other in one process, which the neighbour leaves a core).
 The lanes can compute in turn in the calling process instead, lane after lane on the model
 itself: the same slices, generators and kernels, and the gradients added in lane order, so
@@ -17,13 +17,16 @@ the same bits either way; only the time differs, and only a measurement tells wh
 faster now.
 
 So ``Placement`` measures. Each kind of run (the function, the batch's size) keeps the way it
-has chosen (first ``SPREAD``) and the median wall time of its last runs; after ``FIRST_WAIT``
-runs it tries the other way for ``TRIAL_RUNS`` runs, and changes if the trial's median is
-below ``MARGIN`` times the chosen way's. A trial that loses doubles the wait before the next
-(up to ``LONGEST_WAIT`` runs), so on a quiet machine the trials of the slower way cost a few
-runs in a thousand; a change starts the waits again from ``FIRST_WAIT``, so a neighbour that
-comes or goes is noticed within tens of runs. ``Placement(SPREAD)`` or ``Placement(HERE)``
-fixes the way (benchmarks, tests).
+has chosen (first ``SPREAD``) and the wall times of its last runs; after ``FIRST_WAIT`` runs
+it tries the other way for ``TRIAL_RUNS`` runs, and changes if the trial's mean is below
+``MARGIN`` times the chosen way's. Means, not medians: beside two busy programs, lanes in
+turn here took 20 ms in some runs and 45-80 in others where lanes side by side took a
+steady 35-37, and what a run of many steps pays is the mean. A trial that loses doubles the
+wait before the next (up to ``LONGEST_WAIT`` runs), so on a quiet machine the trials of the
+slower way cost a few runs in a thousand; a change starts the waits again from
+``FIRST_WAIT``, so a neighbour that comes or goes is noticed within tens of runs after a
+change, and within ``LONGEST_WAIT`` runs after a long quiet or busy stretch.
+``Placement(SPREAD)`` or ``Placement(HERE)`` fixes the way (benchmarks, tests).
 """
 
 import statistics
@@ -37,11 +40,11 @@ class Placement:
     """Chooses, run by run, where the lanes of each kind of run compute, from the wall times
     of that kind's recent runs (given to ``record``)."""
 
-    TRIAL_RUNS = 3  # runs of the other way in a trial
-    RECENT = 5  # runs of the chosen way whose median it is measured by
+    TRIAL_RUNS = 4  # runs of the other way in a trial
+    RECENT = 8  # runs of the chosen way whose mean it is measured by
     FIRST_WAIT = 16  # runs of a kind before its first trial, and after a change of way
     LONGEST_WAIT = 512  # the wait doubles after each trial that loses, up to this
-    MARGIN = 0.95  # a trial wins when its median is below this share of the chosen way's
+    MARGIN = 0.95  # a trial wins when its mean is below this share of the chosen way's
 
     def __init__(self, fixed: str | None = None):
         if fixed not in (None, SPREAD, HERE):
@@ -70,7 +73,7 @@ class Placement:
         state.trial.append(seconds)
         if len(state.trial) < self.TRIAL_RUNS:
             return
-        if statistics.median(state.trial) < self.MARGIN * statistics.median(state.recent):
+        if statistics.fmean(state.trial) < self.MARGIN * statistics.fmean(state.recent):
             state.way, state.gap = way, self.FIRST_WAIT
             state.recent = deque(state.trial, maxlen=self.RECENT)
         else:
