@@ -3,6 +3,7 @@ each, every run in a process of its own, the two taking turns epoch by epoch.
 
     python benchmarks/bench_train.py                 # defaults: every core, epochs of the recipe
     python benchmarks/bench_train.py --threads 1 --epochs 3
+    python benchmarks/bench_train.py --busy 1        # both beside a program that keeps a core busy
 
 Both runs use the same configuration (TrainConfig's defaults), the same initial weights
 (the torch twin of ``models/torch_mirror.py`` copies ours), the same fresh synthetic
@@ -251,13 +252,22 @@ def main(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=cores, help=f"default: {cores}")
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--cold", action="store_true", help="also time the Numba compilation")
+    p.add_argument("--busy", type=int, default=0, help="busy programs beside, the whole run")
     p.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--token", type=int, nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         child(args.child, args.epochs, args.threads, *args.token)
         return 0
-    results = measure_both(args)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        results = measure_both(args)
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
+    if args.busy:
+        print(f"beside {args.busy} busy program(s) (each a pure-Python loop on a core)")
     for which in ("ours", "torch"):
         r = results[which]
         rss = r["memory_mb_by_epoch"]
