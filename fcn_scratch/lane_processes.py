@@ -147,6 +147,8 @@ class ProcessLanes:
         parts = parallel.cut(arrays, used)
         modes = [m.training for m in self._modules]  # walking the tree each step cost 0.3 ms
         flags = [p.requires_grad for p in self._params], is_grad_enabled()
+        # pickled whichever way the run takes (unused where it runs here): a function that
+        # cannot reach a process fails every run, not only those the placement spreads
         try:
             requests = [_Request((fn, seed, modes, flags, part)) for part in parts[1:]]
         except (pickle.PicklingError, TypeError, AttributeError) as err:
