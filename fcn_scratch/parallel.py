@@ -32,20 +32,21 @@ There, and for a single op, the convolutions cut their own batch the same way
 (``split_batch``, used by ``fcn_scratch.ops.conv``): one slice per thread, each on one
 thread, the backward on the same slices (``run_parts``); a small op, one slice on the
 calling thread. A Winograd convolution hands out its chunks of images to the threads as they
-come free (``each``), and adds their results in chunk order.
+come free (``each``), and adds their results in chunk order. While a thread's part runs, the
+calling thread keeps its CPU and the others keep off it (``fcn_scratch.cpus``).
 """
 
 import contextlib
 import copy
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from functools import cache
 
 import numpy as np
 import threadpoolctl
 
-from fcn_scratch import random
+from fcn_scratch import cpus, random
 from fcn_scratch.memory import keep_freed_memory
 
 _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -97,7 +98,7 @@ class Lanes:
         keep_freed_memory()  # every batch computed passes through here
         self.model = model
         self.replicas = [model] + [replicate(model) for _ in range(count - 1)]
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: cpus.Pool | None = None
         self._used = 1
         # (model parameter, replica parameter) pairs, per replica: found once, since walking
         # the module tree every step costs more than the rest of the bookkeeping together
@@ -135,7 +136,7 @@ class Lanes:
     def start(self) -> None:
         """Start the threads of lanes 1.. (if they are not running)."""
         if self._pool is None and self.count > 1:
-            self._pool = ThreadPoolExecutor(self.count - 1, "lane")
+            self._pool = cpus.Pool(self.count - 1, "lane")
 
     def close(self) -> None:
         """End the threads (a later ``run`` starts them again)."""
@@ -214,10 +215,11 @@ def cut(arrays, count: int) -> list:
     return [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-def _at_once(pool: ThreadPoolExecutor, lane, calls: list) -> list:
+def _at_once(pool: cpus.Pool, lane, calls: list) -> list:
     """``[lane(i, *calls[i]) for each i]`` with single-threaded BLAS: call 0 in this thread,
-    the others in ``pool``; every call has finished when this returns (or raises)."""
-    with one_thread_blas():
+    the others in ``pool``, on other CPUs than this thread's (``cpus.apart``); every call
+    has finished when this returns (or raises)."""
+    with one_thread_blas(), cpus.apart(pool, len(calls) - 1):
         futures = [pool.submit(lane, i, *call) for i, call in enumerate(calls) if i]
         try:
             first = lane(0, *calls[0])
@@ -240,9 +242,9 @@ def quiet_blas():
 
 
 @cache
-def _op_pool(size: int) -> ThreadPoolExecutor:
+def _op_pool(size: int) -> cpus.Pool:
     """The threads that run ``run_parts``'s parts past the first (idle between ops)."""
-    return ThreadPoolExecutor(size, "op")
+    return cpus.Pool(size, "op")
 
 
 @cache
