@@ -1,9 +1,11 @@
 """Threads that compute at once, kept on different CPUs while they do.
 
 When the calling thread hands part of an op to a thread of a pool and computes its own
-part, the two should run on two CPUs. Linux does not always put them there: after the
-threads have slept (a pause of 50 ms was enough, between ops or runs), the woken worker
-was put on the caller's CPU and stayed there, run after run, while the other CPU idled.
+part, the two should run on two CPUs. The scheduler does not always put them there: on a
+KVM guest whose kernel packs tasks onto few virtual CPUs (``sched_vcpu_pack`` on its
+command line), after the threads had slept (a pause of 50 ms was enough, between ops or
+runs), the woken worker was put on the caller's CPU and stayed there, run after run, while
+the other CPU idled.
 Forward and backward of the 3-channel convolution of ``fcn-scratch bench`` (batch 16, two
 slices on 2 threads, the runs 0.3 s apart) took 4.0-4.6 ms that way, against 2.3-2.6 ms
 with the two threads on different CPUs (2 vCPUs of an AMD EPYC under KVM; the caller's
@@ -37,7 +39,8 @@ def _sched_getcpu():
 
 
 def current_cpu() -> int | None:
-    """The CPU the calling thread runs on now, or None where the system cannot say."""
+    """The CPU the calling thread runs on now; None where the system cannot say, or has no
+    thread affinity to keep threads apart with."""
     getcpu = _sched_getcpu()
     if getcpu is None or not hasattr(os, "sched_setaffinity"):
         return None
