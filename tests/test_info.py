@@ -28,6 +28,44 @@ def test_reference_and_numba_backends_are_usable(report):
     assert f"{numba.get_num_threads()} threads" in backends["cpu"]["detail"]
 
 
+def test_blas_names_numpys_library_and_kernels(monkeypatch):
+    import threadpoolctl
+
+    libs = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    lib = next(lib for lib in libs if "numpy" in lib["filepath"])
+    text = info.numpy_blas()
+    assert text.startswith(f"{lib['internal_api']} {lib['version']}")
+    assert text.endswith(f", {lib['num_threads']} threads")
+    if lib.get("architecture"):
+        assert f", {lib['architecture']} kernels" in text
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    assert "OPENBLAS_CORETYPE" not in info.numpy_blas()
+    if lib["internal_api"] == "openblas":
+        monkeypatch.setenv("OPENBLAS_CORETYPE", "Zen")
+        assert "(OPENBLAS_CORETYPE=Zen)" in info.numpy_blas()
+
+
+def test_blas_is_numpys_where_scipys_is_listed_first(monkeypatch):
+    import threadpoolctl
+
+    def lib(path, version):
+        return {
+            "user_api": "blas",
+            "internal_api": "openblas",
+            "filepath": path,
+            "version": version,
+            "architecture": "Haswell",
+            "num_threads": 2,
+        }
+
+    listed = [
+        lib("/x/scipy.libs/libscipy_openblas.so", "0.3.1"),
+        lib("/x/numpy.libs/libscipy_openblas64_.so", "0.3.2"),
+    ]
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: listed)
+    assert info.numpy_blas().startswith("openblas 0.3.2, Haswell kernels")
+
+
 def test_cuda_backend_usable_where_cupy_sees_a_device(cp):
     """With a GPU, or the CuPy stand-in: the kernels compile, matmul runs, the device is named."""
     cuda = info.cuda_backend()

@@ -1,4 +1,5 @@
-"""``fcn-scratch info``: versions, and which kernel backends are usable here (and why not).
+"""``fcn-scratch info``: versions, the BLAS behind NumPy's GEMMs (and the kernels it runs
+on this CPU), and which kernel backends are usable here (and why not).
 
     reference  NumPy loops: always usable
     cpu        Numba; usable when numba imports
@@ -14,6 +15,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -83,6 +85,28 @@ def cuda_backend() -> dict:
     return {"usable": True, "detail": detail}
 
 
+def numpy_blas() -> str:
+    """The BLAS that NumPy's GEMMs (and so every convolution on the CPU) call: library,
+    version, the kernels it picked for this CPU, its threads, and the environment variable
+    that chose the kernels, where one did (``OPENBLAS_CORETYPE``: OpenBLAS otherwise picks
+    them from the CPU)."""
+    import numpy  # noqa: F401  (loads its BLAS)
+    import threadpoolctl
+
+    found = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    if not found:
+        return "none found"
+    # NumPy's own, where SciPy's (which Numba may load) is there too
+    lib = next((lib for lib in found if "numpy" in lib["filepath"]), found[0])
+    text = f"{lib['internal_api']} {lib['version']}"
+    if lib.get("architecture"):
+        text += f", {lib['architecture']} kernels"
+        chosen = os.environ.get("OPENBLAS_CORETYPE") if lib["internal_api"] == "openblas" else None
+        if chosen:
+            text += f" (OPENBLAS_CORETYPE={chosen})"
+    return text + f", {lib['num_threads']} threads"
+
+
 def torch_info() -> str | None:
     v = version("torch")
     if v is None:
@@ -129,6 +153,7 @@ def collect() -> dict:
             "fcn_scratch": version("fcn-scratch"),
             "numpy": version("numpy"),
             "numba": version("numba"),
+            "blas": numpy_blas(),
             "cupy": cupy_version(),
             "torch": torch_info(),
         },
