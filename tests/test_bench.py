@@ -9,7 +9,7 @@ import pytest
 
 from fcn_scratch import kernels
 from fcn_scratch.cli import main
-from fcn_scratch.commands import bench
+from fcn_scratch.commands import bench, info
 from fcn_scratch.kernels import cpu, numpy_baseline
 from fcn_scratch.ops import conv
 
@@ -23,6 +23,7 @@ def test_bench_prints_a_row_with_every_column(capsys, torch):
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert len(cells) == 6
     assert all(re.fullmatch(r"\d+\.\d+", c) for c in cells[1:]), cells  # every column timed
+    assert f"NumPy's BLAS: {info.numpy_blas()}" in out.splitlines()[0]
 
 
 def test_bench_refuses_an_unknown_case(capsys):

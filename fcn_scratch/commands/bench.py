@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fcn_scratch import kernels
+from fcn_scratch.commands.info import numpy_blas
 from fcn_scratch.commands.options import int_at_least
 from fcn_scratch.device import import_cupy
 from fcn_scratch.kernels import numpy_baseline, reference
@@ -307,7 +308,8 @@ def run(args) -> int:
         f"forward+backward, float32, device {args.device}, {args.threads} threads "
         f"(BLAS and torch), median of {args.repeat}"
         + (f", best of {args.rounds} turns" if args.device == "cpu" else "")
-        + ", times in ms\n"
+        + ", times in ms"
+        + (f"; NumPy's BLAS: {numpy_blas()}\n" if args.device == "cpu" else "\n")
     )
     if args.device == "cpu":
         torch_child = TorchChild(args.threads) if has_torch() else None
