@@ -157,11 +157,12 @@ class ProcessLanes:
                 f"(a module-level function or a partial of one); got {fn!r}: {err}"
             ) from err
         workers, kind = self._workers[: used - 1], (_name(fn), len(arrays[0]))
+        lane = parallel.in_lane(fn, seed)
         way, start = self.placement.choose(kind), time.perf_counter()
         if way == HERE:
-            results = self._run_here(parallel.in_lane(fn, seed), parts, workers)
+            results = self._run_here(lane, parts, workers)
         else:
-            results = self._run_spread(parallel.in_lane(fn, seed), parts, workers, requests)
+            results = self._run_spread(lane, parts, workers, requests)
         self.placement.record(kind, way, time.perf_counter() - start)
         return results
 
